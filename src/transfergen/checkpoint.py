@@ -1,0 +1,131 @@
+"""Atomic checkpoints: a Hugging Face model folder plus the exact training state.
+
+Layout of a run folder:
+
+    RUN/config.json, model.safetensors, tokenizer.json, ...   latest weights (HF loadable)
+    RUN/checkpoints/step-0000200/                             complete checkpoint
+        config.json model.safetensors generation_config.json tokenizer.json ...
+        training_state.pt    optimizer moments + RNG states (tensors only)
+        trainer_state.json   step, tokens seen, data position, wall time
+
+A checkpoint is written into `checkpoints/.tmp-*` and renamed into place only when
+complete, so a kill at any moment leaves the previous one intact; the top-level
+copies are replaced file by file with `os.replace` (each file is old or new, never
+half-written). Loading never unpickles arbitrary objects: `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+STATE_FILE = "trainer_state.json"
+TENSOR_STATE_FILE = "training_state.pt"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+# Files that make up the HF-loadable model; everything else stays in checkpoints/.
+_EXPORT_SKIP = {STATE_FILE, TENSOR_STATE_FILE}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temp folders are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer: Any,
+                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically, refresh the top-level model, prune old ones."""
+    from .model import save_model
+
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, tmp)
+    tokenizer.save(tmp)
+    tensors = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+               "python_rng": list(random.getstate()[1])}
+    torch.save(tensors, tmp / TENSOR_STATE_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    export_model_files(final, Path(run_dir))
+    _prune(root, keep)
+    return final
+
+
+def export_model_files(ckpt: Path, run_dir: Path) -> None:
+    """Make RUN/ itself an HF model folder: hard-link (or copy) each file, swap atomically."""
+    for src in sorted(ckpt.iterdir()):
+        if src.name in _EXPORT_SKIP or not src.is_file():
+            continue
+        tmp = run_dir / f".{src.name}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, run_dir / src.name)
+
+
+def _prune(root: Path, keep: int) -> None:
+    for old in list_checkpoints(root.parent)[:-max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a killed writer
+        if not stale.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_training_state(ckpt: Path) -> tuple[dict, dict]:
+    """(json state, tensor state) of a checkpoint; errors name the file."""
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read training state: {exc}", path=str(ckpt / STATE_FILE)) from None
+    try:
+        tensors = torch.load(ckpt / TENSOR_STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a corrupt file
+        raise UserError(f"cannot read optimizer state: {exc}", path=str(ckpt / TENSOR_STATE_FILE)) from None
+    return state, tensors
+
+
+def restore_rng(tensors: dict) -> None:
+    """Put torch's and Python's RNGs back where the checkpoint left them."""
+    torch.set_rng_state(tensors["torch_rng"])
+    random.setstate((3, tuple(int(x) for x in tensors["python_rng"]), None))

@@ -1,0 +1,139 @@
+"""Streaming corpus readers: plain text, JSONL, either one optionally gzip-compressed.
+
+Every reader yields one document (a `str`) at a time and holds at most one document
+in memory, so corpora far larger than RAM can be tokenized. Files are read as bytes and
+each line is decoded strictly: a bad byte is reported as `path:line: ...` instead of
+being silently replaced, because a mis-encoded corpus is almost always a user mistake
+worth stopping for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import UserError
+
+FORMATS = ("auto", "text", "jsonl")
+DOC_SEPS = ("line", "blank")
+_BOM = b"\xef\xbb\xbf"
+
+
+def detect_format(path: str | Path, fmt: str = "auto") -> str:
+    """Resolve `fmt` for one file: 'auto' picks 'jsonl' for *.jsonl(.gz), else 'text'."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown data format '{fmt}' (expected one of: {', '.join(FORMATS)})")
+    if fmt != "auto":
+        return fmt
+    name = Path(path).name.lower()
+    return "jsonl" if name.endswith((".jsonl", ".jsonl.gz")) else "text"
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """Open `path` for binary reading, transparently un-gzipping *.gz files."""
+    if not path.exists():
+        raise UserError("file not found", path=str(path))
+    if not path.is_file():
+        raise UserError("not a regular file", path=str(path))
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield `(line_number, text)` for each line, newline stripped, BOM removed on line 1.
+
+    Lines are decoded one at a time (strict UTF-8), so the first bad byte is reported
+    with its 1-based line and byte column.
+    """
+    p = Path(path)
+    with _open_binary(p) as fh:
+        lineno = 0
+        while True:
+            # Only the read is guarded: a corrupt gzip stream surfaces here, mid-file.
+            try:
+                raw = fh.readline()
+            except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
+                what = "corrupt gzip file" if p.name.lower().endswith(".gz") else "read error"
+                raise UserError(f"{what} ({exc})", path=str(p)) from None
+            if not raw:
+                return
+            lineno += 1
+            yield lineno, _decode_line(raw, p, lineno)
+
+
+def _decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    """Strip '\\n' / '\\r\\n' (and the BOM on line 1) and decode strictly."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    if lineno == 1 and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start]
+        msg = f"not valid UTF-8 (byte 0x{byte:02x} at column {exc.start + 1})"
+        raise UserError(msg, path=str(path), line=lineno) from None
+
+
+def _iter_text(path: str | Path, doc_sep: str) -> Iterator[str]:
+    """Documents of a plain-text file: one per line, or blank-line separated paragraphs."""
+    if doc_sep == "line":
+        for _, line in iter_lines(path):
+            if line.strip():
+                yield line
+        return
+    para: list[str] = []
+    for _, line in iter_lines(path):
+        if line.strip():
+            para.append(line)
+        elif para:
+            yield "\n".join(para)
+            para = []
+    if para:
+        yield "\n".join(para)
+
+
+def _iter_jsonl(path: str | Path, text_field: str) -> Iterator[str]:
+    """Documents of a JSONL file: the string `text_field` of each object."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
+                            path=str(path), line=lineno) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"expected a JSON object with field '{text_field}', "
+                            f"got {type(obj).__name__}", path=str(path), line=lineno)
+        if text_field not in obj:
+            raise UserError(f"missing text field '{text_field}' (data.text_field)",
+                            path=str(path), line=lineno)
+        text = obj[text_field]
+        if not isinstance(text, str):
+            raise UserError(f"text field '{text_field}' must be a string, "
+                            f"got {type(text).__name__}", path=str(path), line=lineno)
+        if text.strip():
+            yield text
+
+
+def iter_documents(paths: list[str], fmt: str = "auto", text_field: str = "text",
+                   doc_sep: str = "line") -> Iterator[str]:
+    """Stream the non-empty documents of `paths`, in order.
+
+    `fmt` is 'auto' (by extension: *.jsonl / *.jsonl.gz are JSONL), 'text' or 'jsonl';
+    `doc_sep` ('line' | 'blank') applies to text files only. Problems raise `UserError`
+    naming the file (and line where there is one).
+    """
+    if doc_sep not in DOC_SEPS:
+        raise UserError(f"unknown data.doc_sep '{doc_sep}' (expected one of: {', '.join(DOC_SEPS)})")
+    for path in paths:
+        if detect_format(path, fmt) == "jsonl":
+            yield from _iter_jsonl(path, text_field)
+        else:
+            yield from _iter_text(path, doc_sep)

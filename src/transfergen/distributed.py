@@ -1,0 +1,91 @@
+"""Data-parallel plumbing: the same command runs alone or under `torchrun`.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them we are one process and
+every helper here degrades to a no-op, so the training loop has no DDP branches
+beyond wrapping the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def pick_device(name: str, info_local_rank: int = 0) -> torch.device:
+    """`auto` takes this rank's GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(info_local_rank)
+        return torch.device("cuda", info_local_rank)
+    return torch.device(name)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 prepares tokenizer and cache, the others wait)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def any_rank_true(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when any rank says so (e.g. rank 0's time budget ran out)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def replica_divergence(model: torch.nn.Module, info: DistInfo) -> float:
+    """Max over ranks of |param checksum - rank 0's|: 0.0 when replicas are identical.
+
+    DDP keeps replicas equal by averaging gradients; a non-zero value means a bug
+    (a rank skipped a step, saw different data shapes, or ran a different optimizer).
+    """
+    if not info.enabled:
+        return 0.0
+    with torch.no_grad():
+        # Two checksums (sum and sum of squares) in float64 catch any single change.
+        flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        local = torch.stack([flat.sum(), (flat * flat).sum()]).cpu()
+    ref = local.clone()
+    dist.broadcast(ref, src=0)
+    diff = (local - ref).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)
+
+
+def shutdown(info: DistInfo) -> None:
+    """Leave the process group cleanly so torchrun sees a normal exit."""
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

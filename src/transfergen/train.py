@@ -1,0 +1,266 @@
+"""The one training loop: pretraining, fine-tuning and from-scratch baselines.
+
+What differs between those runs lives outside this file: the initial weights
+(`init: scratch | PATH`), the batches (packed corpus blocks or prompt/target
+pairs with masked labels), and the strategy's parameter groups and hooks. The
+loop only knows AdamW, a schedule multiplier, clipping, accumulation, evaluation,
+logging and atomic checkpoints; it runs data-parallel under torchrun unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import DistInfo, any_rank_true, replica_divergence
+from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
+
+IGNORE_INDEX = -100  # label value excluded from the loss (prompt tokens, padding)
+
+
+class BatchSource(Protocol):
+    """Yields (inputs, labels), each (B, T) int64, and can save/restore its position."""
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class Hooks:
+    """Extension points for strategies; the loop calls them without knowing who made them.
+
+    on_step(step, optimizer): before each update (gradual unfreezing flips requires_grad).
+    loss_terms(): extra scalar losses added to the task loss (e.g. an L2-SP penalty).
+    """
+
+    on_step: list[Callable[[int, torch.optim.Optimizer], None]] = field(default_factory=list)
+    loss_terms: list[Callable[[], torch.Tensor]] = field(default_factory=list)
+
+
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard when installed), written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, truncate_after: int | None = None):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        if truncate_after is not None:
+            self._truncate(truncate_after)
+        try:  # optional: TensorBoard only when the package is installed
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # noqa: BLE001 - missing tensorboard is not an error
+            self.tb = None
+
+    def _truncate(self, step: int) -> None:
+        """On resume, drop records past the checkpoint so curves have no duplicate steps."""
+        if not self.path.exists():
+            return
+        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None and "step" in record:
+            for key, val in record.items():
+                if isinstance(val, (int, float)) and key != "step":
+                    self.tb.add_scalar(key, val, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled positions. logits (B,T,V), labels (B,T)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                  device: torch.device, dtype: str = "fp32") -> float:
+    """Token-weighted mean loss over fixed validation batches (perplexity = exp of it)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with _autocast(device, dtype):
+            logits = model(x)
+        n = int((y != IGNORE_INDEX).sum())
+        total += float(lm_loss(logits, y)) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def log_param_summary(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Trainable/frozen counts and each group's base lr: what a strategy actually did."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    groups = [{"name": g.get("name", f"group{i}"), "params": sum(p.numel() for p in g["params"]),
+               "base_lr": g["base_lr"], "weight_decay": g["weight_decay"]}
+              for i, g in enumerate(optimizer.param_groups)]
+    return {"event": "setup", "step": 0, "trainable_params": trainable, "frozen_params": frozen,
+            "param_groups": groups}
+
+
+@dataclass
+class _Run:
+    """Mutable loop state; everything in `state` goes into trainer_state.json."""
+
+    model: torch.nn.Module  # possibly DDP-wrapped
+    raw: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Callable[[int], float]
+    metrics: MetricsLog
+    state: dict[str, Any]
+
+
+def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups, resume: bool,
+           info: DistInfo, device: torch.device) -> _Run:
+    model.to(device)
+    groups = groups if groups is not None else default_param_groups(model, cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(groups, cfg)
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0}
+    last = ckpt.latest_checkpoint(run_dir) if resume else None
+    if last is not None:
+        state, tensors = ckpt.load_training_state(last)
+        optimizer.load_state_dict(tensors["optimizer"])
+        ckpt.restore_rng(tensors)
+        batches.load_state_dict(state["data"])
+        _say(info, f"resumed from {last} at step {state['step']}")
+    metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None)
+    wrapped = DDP(model) if info.enabled else model
+    return _Run(wrapped, model, optimizer, schedule_for(cfg), metrics, state)
+
+
+def _say(info: DistInfo, msg: str) -> None:
+    if info.is_main:
+        tqdm.write(f"[transfergen] {msg}", file=sys.stderr)
+
+
+def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
+                device: torch.device) -> tuple[float, float, int]:
+    """One optimizer update over `grad_accum` micro-batches -> (loss, grad norm, tokens)."""
+    step = run.state["step"]
+    for fn in hooks.on_step:
+        fn(step, run.optimizer)
+    apply_lr(run.optimizer, run.schedule(step))
+    total, tokens = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        x, y = batches.next_batch()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # Only the last micro-batch all-reduces gradients; the others accumulate locally.
+        sync = micro == cfg.grad_accum - 1 or not isinstance(run.model, DDP)
+        with (contextlib.nullcontext() if sync else run.model.no_sync()), _autocast(device, cfg.dtype):
+            loss = lm_loss(run.model(x), y)
+            for term in hooks.loss_terms:
+                loss = loss + term()
+        (loss / cfg.grad_accum).backward()
+        total += float(loss) / cfg.grad_accum
+        tokens += x.numel()
+    norm = clip_gradients(run.raw.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return total, norm, tokens
+
+
+def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainConfig, info: DistInfo) -> None:
+    run.state["data"] = batches.state_dict()
+    if info.is_main:
+        ckpt.save_checkpoint(run_dir, run.state["step"], run.raw, tokenizer, run.optimizer,
+                             run.state, keep=cfg.keep_checkpoints)
+
+
+def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device) -> dict:
+    record = {"step": run.state["step"], "tokens": run.state["tokens"],
+              "elapsed_s": round(run.state["elapsed_s"], 2)}
+    if val:
+        loss = evaluate_loss(run.raw, val, device, cfg.dtype) if info.is_main else float("nan")
+        record.update(val_loss=loss, val_ppl=math.exp(min(loss, 50.0)))
+    if info.enabled:
+        record["replica_divergence"] = replica_divergence(run.raw, info)
+    run.metrics.write(record)
+    run.state["last_val_loss"] = record.get("val_loss")
+    return record
+
+
+def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
+          run_dir: str | Path, *, groups: list[dict] | None = None, hooks: Hooks | None = None,
+          resume: bool = False, info: DistInfo = DistInfo(), device: torch.device | None = None) -> dict:
+    """Train `model` until `max_steps` (or `max_minutes`); returns the final trainer state.
+
+    Every `eval_every` steps: validation loss/perplexity; every `save_every` steps and at
+    the end: an atomic checkpoint. `tokens` counts input tokens over all ranks.
+    """
+    run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
+    run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
+    if info.is_main:
+        run.metrics.write(log_param_summary(run.raw, run.optimizer))
+    bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
+               dynamic_ncols=True, file=sys.stderr, desc="train")
+    run.model.train()
+    start, start_elapsed = time.perf_counter(), run.state["elapsed_s"]
+    window_t, window_tokens = time.perf_counter(), 0
+    while run.state["step"] < cfg.max_steps:
+        loss, norm, tokens = _train_step(run, batches, cfg, hooks, device)
+        tokens *= info.world_size
+        run.state["step"] += 1
+        run.state["tokens"] += tokens
+        run.state["elapsed_s"] = start_elapsed + time.perf_counter() - start
+        window_tokens += tokens
+        step = run.state["step"]
+        if step % cfg.log_every == 0 or step == 1:
+            now = time.perf_counter()
+            tps = window_tokens / max(now - window_t, 1e-9)
+            window_t, window_tokens = now, 0
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.metrics.write({"step": step, "loss": loss, "lr": lr, "grad_norm": norm,
+                               "tokens": run.state["tokens"], "tokens_per_s": tps,
+                               "elapsed_s": round(run.state["elapsed_s"], 2)})
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+        bar.update(1)
+        out_of_time = cfg.max_minutes is not None and run.state["elapsed_s"] >= 60 * cfg.max_minutes
+        stop = any_rank_true(out_of_time, info)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps or stop:
+            rec = _eval_and_log(run, val, cfg, info, device)
+            if "val_loss" in rec and info.is_main:
+                bar.write(f"[transfergen] step {step}: val_loss {rec['val_loss']:.4f} ppl {rec['val_ppl']:.2f}",
+                          file=sys.stderr)
+        if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+            _save(run, run_dir, tokenizer, batches, cfg, info)
+        if stop:
+            _say(info, f"time budget of {cfg.max_minutes} min reached at step {step}")
+            break
+    bar.close()
+    run.metrics.close()
+    return dict(run.state)
