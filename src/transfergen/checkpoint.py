@@ -107,9 +107,8 @@ def export_model_files(ckpt: Path, run_dir: Path) -> None:
 def _prune(root: Path, keep: int) -> None:
     for old in list_checkpoints(root.parent)[:-max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):  # left by a killed writer
-        if not stale.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a writer killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_training_state(ckpt: Path) -> tuple[dict, dict]:

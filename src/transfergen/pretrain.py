@@ -65,6 +65,10 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo) -> TextToke
     if info.is_main and not (own / "tokenizer.json").is_file():
         tc, dc = cfg.tokenizer, cfg.data
         docs = iter_documents(dc.corpus, dc.format, dc.text_field, dc.doc_sep)
+        first = next(docs, None)
+        if first is None:
+            raise UserError(f"corpus is empty: no non-empty documents in {', '.join(dc.corpus)}")
+        docs = itertools.chain([first], docs)
         tok = TextTokenizer.train(itertools.islice(docs, tc.max_train_docs), tc.vocab_size,
                                   tc.min_frequency, jieba=tc.jieba)
         tmp = run_dir / "tokenizer.tmp"

@@ -186,7 +186,7 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
             for term in hooks.loss_terms:
                 loss = loss + term()
         (loss / cfg.grad_accum).backward()
-        total += float(loss) / cfg.grad_accum
+        total += float(loss.detach()) / cfg.grad_accum
         tokens += x.numel()
     norm = clip_gradients(run.raw.parameters(), cfg.grad_clip)
     run.optimizer.step()

@@ -1,0 +1,356 @@
+"""Tokenize a corpus once into flat token files, then sample fixed-length blocks.
+
+Layout under the cache folder:
+
+    train.bin / val.bin   flat arrays of uint16 (uint32 for vocabularies > 65535):
+                          [bos] doc0 [eos] [bos] doc1 [eos] ...
+    meta.json             key, dtype, token/document counts, how val was split
+
+Documents are streamed in chunks through a process pool and appended to the files as
+they come back, so the corpus never sits in RAM. Files are written under temporary
+names and moved into place at the end, and meta.json is written last: a killed run
+never leaves a cache that looks valid. The cache is reused only when the key (corpus
+files' paths/sizes/mtimes, data options, tokenizer fingerprint) matches.
+
+torch is imported lazily (only `get_batch` needs it): spawned tokenizer workers import
+this module, and torch would add seconds to each worker's start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import UserError
+from ..tokenizer import TextTokenizer, encode_texts, load_backend
+from .readers import iter_documents
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CHUNK_DOCS = 512  # documents per worker task: big enough to amortize pickling
+CACHE_VERSION = 1
+
+
+@dataclass
+class TokenSplits:
+    """The tokenized corpus: read-only memory-mapped train/val token streams."""
+
+    train: np.ndarray
+    val: np.ndarray
+    train_path: Path
+    val_path: Path
+    n_docs: int
+    n_train_docs: int
+    n_val_docs: int
+    cached: bool
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (halves disk and page-cache use), else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
+
+
+def is_val_doc(i: int, val_fraction: float) -> bool:
+    """Deterministic per-document split: Knuth's multiplicative hash of i+1 in [0, 1)."""
+    # i+1 so document 0 is not always in val (0 * k == 0 < any fraction).
+    return ((i + 1) * 2654435761) % 2**32 / 2**32 < val_fraction
+
+
+def cache_key(data: DataConfig, tokenizer: TextTokenizer) -> str:
+    """sha256 over the corpus files' identity and every option that changes the tokens."""
+    files = []
+    for p in data.corpus:
+        path = Path(p).resolve()
+        if not path.is_file():
+            raise UserError("file not found", path=str(p))
+        st = path.stat()
+        files.append([str(path), st.st_size, st.st_mtime_ns])
+    blob = {"version": CACHE_VERSION, "files": files, "format": data.format,
+            "text_field": data.text_field, "doc_sep": data.doc_sep,
+            "val_fraction": data.val_fraction, "tokenizer": tokenizer.fingerprint()}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# tokenizer workers (module-level so 'spawn' can pickle them by name)
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(tok_dir: str, bos: int, eos: int, dtype: str) -> None:
+    """Pool initializer: load the tokenizer once per process from its saved folder."""
+    # Rust-side threads inside each of N worker processes would oversubscribe the cores.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        backend, jieba = load_backend(tok_dir)
+    except Exception as exc:  # an initializer that raises makes Pool respawn it forever
+        _worker["error"] = f"tokenizer worker could not load {tok_dir}: {exc}"
+        return
+    _worker.update(backend=backend, jieba=jieba, bos=bos, eos=eos, dtype=np.dtype(dtype))
+
+
+def _with_bos_eos(ids_list: list[list[int]], bos: int, eos: int, dtype: np.dtype) -> list[np.ndarray]:
+    """Each document's ids -> array [bos] + ids + [eos]."""
+    out = []
+    for ids in ids_list:
+        arr = np.empty(len(ids) + 2, dtype=dtype)
+        arr[0], arr[1:-1], arr[-1] = bos, ids, eos
+        out.append(arr)
+    return out
+
+
+def _encode_chunk(docs: list[str]) -> list[np.ndarray]:
+    """Worker task: encode one chunk of documents with the process's tokenizer."""
+    w = _worker
+    if "error" in w:
+        raise RuntimeError(w["error"])
+    return _with_bos_eos(encode_texts(w["backend"], docs, w["jieba"]), w["bos"], w["eos"], w["dtype"])
+
+
+def _chunks(docs: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(docs, size)):
+        yield chunk
+
+
+def _encoded_chunks(docs: Iterator[str], tokenizer: TextTokenizer, dtype: np.dtype,
+                    num_workers: int, tmp_dir: Path) -> Iterator[list[np.ndarray]]:
+    """Encoded chunks in corpus order, in-process or through a spawn pool."""
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    if num_workers <= 1:
+        for chunk in _chunks(docs, CHUNK_DOCS):
+            yield _with_bos_eos(tokenizer.encode_batch(chunk), bos, eos, dtype)
+        return
+    tok_dir = tmp_dir / "tokenizer"
+    tokenizer.save(tok_dir)
+    # 'spawn': forking a parent that already runs torch/tokenizers threads can deadlock.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(num_workers, _init_worker, (str(tok_dir), bos, eos, dtype.str)) as pool:
+        # Not pool.imap: its feeder thread drains the whole input iterator into the task
+        # queue, i.e. the corpus into RAM. A bounded FIFO of async results keeps the
+        # order with at most 2 chunks in flight per worker.
+        pending: deque = deque()
+        for chunk in _chunks(docs, CHUNK_DOCS):
+            pending.append(pool.apply_async(_encode_chunk, (chunk,)))
+            if len(pending) >= 2 * num_workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---------------------------------------------------------------------------
+# building and reusing the cache
+
+
+def _open_tokens(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
+    """Read-only memmap of `n` tokens (mmap cannot map an empty file, hence the guard)."""
+    if n == 0:
+        arr = np.zeros(0, dtype=dtype)
+        arr.flags.writeable = False
+        return arr
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+
+
+def _load_cached(cache: Path, key: str) -> TokenSplits | None:
+    """The cached splits if meta.json matches `key` and the files are intact, else None."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("key") != key:
+            return None
+        dtype = np.dtype(meta["dtype"])
+        sizes = {"train": meta["n_train_tokens"], "val": meta["n_val_tokens"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable or foreign meta: rebuild rather than trust it
+    train_path, val_path = cache / "train.bin", cache / "val.bin"
+    for path, n in ((train_path, sizes["train"]), (val_path, sizes["val"])):
+        if not path.is_file() or path.stat().st_size != n * dtype.itemsize:
+            return None
+    return TokenSplits(_open_tokens(train_path, dtype, meta["n_train_tokens"]),
+                       _open_tokens(val_path, dtype, meta["n_val_tokens"]),
+                       train_path, val_path, meta["n_docs"], meta["n_train_docs"],
+                       meta["n_val_docs"], cached=True)
+
+
+def _write_streams(data: DataConfig, tokenizer: TextTokenizer, dtype: np.dtype,
+                   tmp: Path) -> dict[str, int]:
+    """Tokenize the corpus into tmp/train.bin and tmp/val.bin; return the counts."""
+    docs = iter_documents(data.corpus, data.format, data.text_field, data.doc_sep)
+    counts = dict(n_docs=0, n_train_docs=0, n_val_docs=0, n_train_tokens=0, n_val_tokens=0)
+    with open(tmp / "train.bin", "wb") as ftrain, open(tmp / "val.bin", "wb") as fval:
+        for arrays in _encoded_chunks(docs, tokenizer, dtype, data.num_workers, tmp):
+            parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+            for arr in arrays:
+                split = "val" if is_val_doc(counts["n_docs"], data.val_fraction) else "train"
+                parts[split].append(arr)
+                counts["n_docs"] += 1
+                counts[f"n_{split}_docs"] += 1
+                counts[f"n_{split}_tokens"] += len(arr)
+            for split, fh in (("train", ftrain), ("val", fval)):
+                if parts[split]:
+                    fh.write(np.concatenate(parts[split]).tobytes())
+    return counts
+
+
+def _tail_split(tmp: Path, counts: dict[str, int], dtype: np.dtype, val_fraction: float) -> None:
+    """Fallback when one split got no document: val = the last val_fraction of the stream."""
+    # Exactly one file holds the whole stream, in document order.
+    src = "train" if counts["n_train_tokens"] else "val"
+    n = counts[f"n_{src}_tokens"]
+    n_val = min(max(1, math.ceil(val_fraction * n)), n - 1)
+    whole = tmp / f"{src}.bin"
+    if src == "val":  # everything landed in val: it becomes the train file
+        os.replace(whole, tmp / "train.bin")
+        whole = tmp / "train.bin"
+    stream = np.memmap(whole, dtype=dtype, mode="r", shape=(n,))
+    with open(tmp / "val.bin", "wb") as fval:
+        for start in range(n - n_val, n, 1 << 20):  # copy in 1M-token slices
+            fval.write(np.asarray(stream[start:min(start + (1 << 20), n)]).tobytes())
+    del stream
+    os.truncate(whole, (n - n_val) * dtype.itemsize)
+    counts.update(n_train_tokens=n - n_val, n_val_tokens=n_val,
+                  n_train_docs=counts["n_docs"], n_val_docs=0)
+
+
+def _build_cache(data: DataConfig, tokenizer: TextTokenizer, cache: Path, key: str) -> None:
+    """Tokenize into a temp folder, then move the files into place, meta.json last."""
+    cache.mkdir(parents=True, exist_ok=True)
+    # Drop the old meta first: old meta + half-replaced .bin files must never look valid.
+    (cache / "meta.json").unlink(missing_ok=True)
+    dtype = token_dtype(tokenizer.vocab_size)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
+    try:
+        counts = _write_streams(data, tokenizer, dtype, tmp)
+        if counts["n_docs"] == 0:
+            raise UserError(f"corpus is empty: no non-empty documents in {', '.join(data.corpus)}")
+        val_split = "by_document"
+        if data.val_fraction > 0 and (counts["n_val_tokens"] == 0 or counts["n_train_tokens"] == 0):
+            _tail_split(tmp, counts, dtype, data.val_fraction)
+            val_split = "token_tail_fallback"
+        for name in ("train.bin", "val.bin"):
+            os.replace(tmp / name, cache / name)
+        meta = dict(key=key, version=CACHE_VERSION, dtype=dtype.name, val_split=val_split,
+                    vocab_size=tokenizer.vocab_size, bos_id=tokenizer.bos_id,
+                    eos_id=tokenizer.eos_id, **counts)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp / "meta.json", cache / "meta.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_corpus(data: DataConfig, tokenizer: TextTokenizer, cache_dir: str | Path) -> TokenSplits:
+    """Tokenize `data.corpus` into `cache_dir` (or reuse a matching cache) and map it."""
+    if not data.corpus:
+        raise UserError("no corpus given (set data.corpus to one or more files)")
+    if not 0.0 <= data.val_fraction < 1.0:
+        raise UserError(f"data.val_fraction must be in [0, 1), got {data.val_fraction}")
+    cache = Path(cache_dir)
+    key = cache_key(data, tokenizer)
+    found = _load_cached(cache, key)
+    if found is not None:
+        return found
+    _build_cache(data, tokenizer, cache, key)
+    splits = _load_cached(cache, key)
+    assert splits is not None, "freshly written token cache failed to load"
+    splits.cached = False
+    return splits
+
+
+# ---------------------------------------------------------------------------
+# sampling blocks
+
+
+class BlockSampler:
+    """Seeded, resumable order over the non-overlapping blocks of a token stream.
+
+    Block j covers tokens [j*T, j*T + T + 1): T inputs plus the one extra token the
+    shifted targets need. Each epoch visits every block once in a permutation seeded by
+    `seed + epoch`. All ranks walk the same global order; per step the global batch is
+    batch_size * world_size consecutive blocks and rank r takes the r-th slice.
+    """
+
+    def __init__(self, n_tokens: int, block_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if block_size < 1:
+            raise UserError(f"block size must be positive, got {block_size}")
+        if not 0 <= rank < world_size:
+            raise UserError(f"rank {rank} outside world size {world_size}")
+        self.n_blocks = (n_tokens - 1) // block_size
+        if self.n_blocks < 1:
+            raise UserError(f"training split has {n_tokens} tokens, fewer than one block of "
+                            f"{block_size + 1}; use more data or a smaller train.seq_len")
+        self.block_size, self.seed = block_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.pos = 0, 0
+        self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:  # cache: one permutation serves many batches
+            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.n_blocks)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def next_indices(self, batch_size: int) -> np.ndarray:
+        """This rank's `batch_size` block indices; advances the global position."""
+        need, taken = batch_size * self.world_size, []
+        while need > 0:  # a global batch may straddle one or more epoch boundaries
+            perm = self._permutation(self.epoch)
+            take = min(need, self.n_blocks - self.pos)
+            taken.append(perm[self.pos:self.pos + take])
+            self.pos += take
+            need -= take
+            if self.pos == self.n_blocks:
+                self.epoch, self.pos = self.epoch + 1, 0
+        global_batch = np.concatenate(taken)
+        return global_batch[self.rank * batch_size:(self.rank + 1) * batch_size].copy()
+
+    @property
+    def epoch_float(self) -> float:
+        """Epochs completed so far, fractional (e.g. 1.25)."""
+        return self.epoch + self.pos / self.n_blocks
+
+    def state_dict(self) -> dict[str, int]:
+        """Position to checkpoint; with the same seed it resumes the identical order."""
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position from `state_dict()`."""
+        epoch, pos = int(state["epoch"]), int(state["pos"])
+        if epoch < 0 or not 0 <= pos < self.n_blocks:
+            raise UserError(f"sampler state {state} does not fit {self.n_blocks} blocks "
+                            "(did the training data or train.seq_len change?)")
+        self.epoch, self.pos = epoch, pos
+
+
+def get_batch(tokens: np.ndarray, indices: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather blocks `indices`: x (B, T) int64 and y (B, T) = x shifted left by one."""
+    import torch
+
+    # (B, 1) + (T+1,) -> (B, T+1) token positions; fancy indexing reads only those pages.
+    pos = np.asarray(indices, dtype=np.int64)[:, None] * block_size + np.arange(block_size + 1)
+    chunk = torch.from_numpy(np.asarray(tokens[pos], dtype=np.int64))
+    return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+
+
+def val_batches(tokens: np.ndarray, block_size: int, batch_size: int,
+                max_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first blocks of val, in order: the same batches at every evaluation."""
+    n_blocks = (len(tokens) - 1) // block_size
+    if n_blocks < 1:
+        raise UserError(f"validation split has {len(tokens)} tokens, fewer than one block of "
+                        f"{block_size + 1}; raise data.val_fraction or lower train.seq_len")
+    blocks = np.arange(min(n_blocks, batch_size * max_batches))
+    return [get_batch(tokens, blocks[i:i + batch_size], block_size)
+            for i in range(0, len(blocks), batch_size)]

@@ -1,0 +1,100 @@
+"""Building blocks of the Llama-style decoder: RMSNorm, RoPE, attention, SwiGLU, block.
+
+Kept apart from `model.py` (shape, presets, the full model and HF save/load) so each
+file reads in one sitting. Module names follow `transformers`' Llama exactly; the
+parent model relies on that for one-to-one state dicts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .model import ModelShape
+
+# SDPA learned grouped-query attention (enable_gqa) in torch 2.5; it skips the K/V copy.
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 like HF so bf16 runs match it."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()  # no-op (no copy) for fp32 input
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B,H,T,hd) by position, HF's rotate_half layout (pairs are i and i + hd/2).
+
+    HF computes x*cat(cos,cos) + cat(-x2,x1)*cat(sin,sin); writing out the two halves
+    gives the same numbers with half-width cos/sin (T, hd/2), no rotate_half temporary,
+    and a single output allocation (the cat), which is contiguous for SDPA.
+    """
+    x1, x2 = x.chunk(2, dim=-1)  # each (B,H,T,hd/2), strided views
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class LlamaAttention(nn.Module):
+    """Causal self-attention with grouped K/V heads (n_kv_head divides n_head)."""
+
+    def __init__(self, s: ModelShape):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = s.n_head, s.n_kv_head, s.head_dim
+        self.q_proj = nn.Linear(s.d_model, s.n_head * s.head_dim, bias=False)
+        self.k_proj = nn.Linear(s.d_model, s.n_kv_head * s.head_dim, bias=False)
+        self.v_proj = nn.Linear(s.d_model, s.n_kv_head * s.head_dim, bias=False)
+        self.o_proj = nn.Linear(s.n_head * s.head_dim, s.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        # (B,T,H*hd) -> (B,H,T,hd) as views; RoPE's output is a fresh contiguous tensor
+        q = apply_rope(self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2), cos, sin)
+        k = apply_rope(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2), cos, sin)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B,KV,T,hd)
+        gqa = {}
+        if self.n_kv_head != self.n_head and _SDPA_GQA:
+            gqa = {"enable_gqa": True}  # query head h reads kv head h // rep, like HF's repeat_kv
+        elif self.n_kv_head != self.n_head:  # older torch: materialise the repeated heads
+            rep = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)  # (B,H,T,hd)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B,T,d)
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, s: ModelShape):
+        super().__init__()
+        self.gate_proj = nn.Linear(s.d_model, s.d_ff, bias=False)
+        self.up_proj = nn.Linear(s.d_model, s.d_ff, bias=False)
+        self.down_proj = nn.Linear(s.d_ff, s.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, s: ModelShape):
+        super().__init__()
+        self.self_attn = LlamaAttention(s)
+        self.mlp = LlamaMLP(s)
+        self.input_layernorm = RMSNorm(s.d_model, s.norm_eps)
+        self.post_attention_layernorm = RMSNorm(s.d_model, s.norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
