@@ -89,6 +89,58 @@ class TrainConfig:
 
 
 @dataclass
+class TaskConfig:
+    """A generation task: where its data is, how a prompt looks, how it is scored.
+
+    Declared in `configs/tasks/*.yaml`; `reader` names a registered reader (jsonl,
+    tsv, parallel, or one for a known data set) and `path` is what it reads.
+    """
+
+    name: str = ""
+    reader: str = "jsonl"
+    path: str = ""
+    options: dict = field(default_factory=dict)  # reader-specific (e.g. languages, direction)
+    source_lang: str = "en"
+    target_lang: str = "en"
+    prompt: str = "{source}"  # the text before the separator; {source} is the input
+    metrics: list[str] = field(default_factory=lambda: ["bleu"])
+    val_size: int = 500  # held out from train when the data has no val split
+    test_size: int = 1000  # held out when the data has no test split
+    split_seed: int = 0
+    max_source_tokens: int = 192  # longer prompts are cut from the end (counted in the log)
+    max_target_tokens: int = 64  # longer targets are cut from the end (counted in the log)
+    loss_on: str = "target"  # target | all  (which tokens the loss covers)
+
+
+@dataclass
+class StrategyConfig:
+    """Knowledge selection for transfer. `name` joins registry entries with '+', e.g.
+    `reinit+discriminative`; each entry reads only its own options below."""
+
+    name: str = "full"
+    freeze_embeddings: bool = False  # freeze: the input embedding (and the tied head)
+    freeze_bottom: int = 0  # freeze: the bottom k blocks
+    train_top: int | None = None  # freeze: everything but the top k blocks, final norm and head
+    unfreeze_every: int = 100  # gradual: one more block from the top every K steps
+    lr_decay: float = 0.8  # discriminative: lr x decay**(distance from the top)
+    reinit_top: int = 1  # reinit: re-initialise the top k blocks
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_lr: float | None = None  # LoRA adapters' lr; None = train.lr
+    l2sp_alpha: float = 0.01  # l2sp: strength of the pull towards pretrained weights
+
+
+@dataclass
+class VocabConfig:
+    """Adjusting the input/output layers when the target needs tokens the model lacks."""
+
+    extend_from: list[str] = field(default_factory=list)  # target-side corpus files
+    add: int = 0  # how many new tokens to learn and add
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs. `init` is `scratch` or a path to a pretrained model."""
 
@@ -99,6 +151,9 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -129,6 +184,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
         return [_coerce(v, item, key) for v in value]
+    if tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
