@@ -6,6 +6,8 @@ Layout of a run folder:
     RUN/checkpoints/step-0000200/                             complete checkpoint
         config.json model.safetensors generation_config.json tokenizer.json ...
         training_state.pt    optimizer moments + RNG states (tensors only)
+        training_weights.safetensors   the un-exported training weights, when the saved
+                             model differs from the trained one (LoRA adapters merged)
         trainer_state.json   step, tokens seen, data position, wall time
 
 A checkpoint is written into `checkpoints/.tmp-*` and renamed into place only when
@@ -22,17 +24,19 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from .errors import UserError
 
 STATE_FILE = "trainer_state.json"
 TENSOR_STATE_FILE = "training_state.pt"
+TRAINING_WEIGHTS_FILE = "training_weights.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 # Files that make up the HF-loadable model; everything else stays in checkpoints/.
-_EXPORT_SKIP = {STATE_FILE, TENSOR_STATE_FILE}
+_EXPORT_SKIP = {STATE_FILE, TENSOR_STATE_FILE, TRAINING_WEIGHTS_FILE}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -62,8 +66,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer: Any,
-                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically, refresh the top-level model, prune old ones."""
+                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
+                    export: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
+    """Write checkpoint `step` atomically, refresh the top-level model, prune old ones.
+
+    With `export`, the HF folder holds `export(model)` (e.g. LoRA merged) and the raw
+    training weights go to training_weights.safetensors so a resume continues exactly.
+    """
     from .model import save_model
 
     root = Path(run_dir) / "checkpoints"
@@ -72,7 +81,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, tmp)
+    save_model(export(model) if export is not None else model, tmp)
+    if export is not None:
+        state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(_untie(state_dict), str(tmp / TRAINING_WEIGHTS_FILE))
     tokenizer.save(tmp)
     tensors = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                "python_rng": list(random.getstate()[1])}
@@ -88,6 +100,40 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     export_model_files(final, Path(run_dir))
     _prune(root, keep)
     return final
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop repeated storages (tied weights): safetensors refuses shared tensors."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            out[k] = v
+    return out
+
+
+def load_training_weights(ckpt: Path, model: torch.nn.Module) -> bool:
+    """Load training_weights.safetensors into `model` if the checkpoint has it."""
+    path = ckpt / TRAINING_WEIGHTS_FILE
+    if not path.is_file():
+        return False
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - torn or corrupt file
+        raise UserError(f"cannot read training weights: {exc}", path=str(path)) from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not _is_tied_copy(model, k) for k in missing):
+        raise UserError(f"training weights do not fit the model (missing {missing[:2]}, unexpected "
+                        f"{unexpected[:2]})", path=str(path))
+    return True
+
+
+def _is_tied_copy(model: torch.nn.Module, name: str) -> bool:
+    """True when parameter `name` shares storage with another parameter (left out on save)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    p = params.get(name)
+    return p is not None and any(q is p for k, q in params.items() if k != name)
 
 
 def export_model_files(ckpt: Path, run_dir: Path) -> None:

@@ -45,10 +45,13 @@ class Hooks:
 
     on_step(step, optimizer): before each update (gradual unfreezing flips requires_grad).
     loss_terms(): extra scalar losses added to the task loss (e.g. an L2-SP penalty).
+    export(model) -> model: what a checkpoint saves as the HF model (e.g. LoRA merged
+    into plain weights); None saves the training model itself.
     """
 
     on_step: list[Callable[[int, torch.optim.Optimizer], None]] = field(default_factory=list)
     loss_terms: list[Callable[[], torch.Tensor]] = field(default_factory=list)
+    export: Callable[[torch.nn.Module], torch.nn.Module] | None = None
 
 
 class MetricsLog:
@@ -194,11 +197,12 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
     return total, norm, tokens
 
 
-def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainConfig, info: DistInfo) -> None:
+def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainConfig, info: DistInfo,
+          export: Callable | None) -> None:
     run.state["data"] = batches.state_dict()
     if info.is_main:
         ckpt.save_checkpoint(run_dir, run.state["step"], run.raw, tokenizer, run.optimizer,
-                             run.state, keep=cfg.keep_checkpoints)
+                             run.state, keep=cfg.keep_checkpoints, export=export)
 
 
 def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device) -> dict:
@@ -257,7 +261,7 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
                 bar.write(f"[transfergen] step {step}: val_loss {rec['val_loss']:.4f} ppl {rec['val_ppl']:.2f}",
                           file=sys.stderr)
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
-            _save(run, run_dir, tokenizer, batches, cfg, info)
+            _save(run, run_dir, tokenizer, batches, cfg, info, hooks.export)
         if stop:
             _say(info, f"time budget of {cfg.max_minutes} min reached at step {step}")
             break

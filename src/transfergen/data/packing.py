@@ -274,45 +274,42 @@ def prepare_corpus(data: DataConfig, tokenizer: TextTokenizer, cache_dir: str | 
 # sampling blocks
 
 
-class BlockSampler:
-    """Seeded, resumable order over the non-overlapping blocks of a token stream.
+class IndexSampler:
+    """Seeded, resumable order over `n_items` items (blocks, examples), shared by ranks.
 
-    Block j covers tokens [j*T, j*T + T + 1): T inputs plus the one extra token the
-    shifted targets need. Each epoch visits every block once in a permutation seeded by
-    `seed + epoch`. All ranks walk the same global order; per step the global batch is
-    batch_size * world_size consecutive blocks and rank r takes the r-th slice.
+    Each epoch visits every item once in a permutation seeded by `seed + epoch`. All
+    ranks walk the same global order; per step the global batch is
+    batch_size * world_size consecutive items and rank r takes the r-th slice, so the
+    ranks' slices are disjoint and their union is the single-process batch.
     """
 
-    def __init__(self, n_tokens: int, block_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        if block_size < 1:
-            raise UserError(f"block size must be positive, got {block_size}")
+    def __init__(self, n_items: int, seed: int, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} outside world size {world_size}")
-        self.n_blocks = (n_tokens - 1) // block_size
-        if self.n_blocks < 1:
-            raise UserError(f"training split has {n_tokens} tokens, fewer than one block of "
-                            f"{block_size + 1}; use more data or a smaller train.seq_len")
-        self.block_size, self.seed = block_size, seed
+        if n_items < 1:
+            raise UserError("nothing to sample from: 0 items")
+        self.n_items, self.seed = n_items, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.pos = 0, 0
         self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+        self._unit, self._hint = "items", "(did the data change?)"
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:  # cache: one permutation serves many batches
-            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.n_blocks)
+            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.n_items)
             self._perm_epoch = epoch
         return self._perm
 
     def next_indices(self, batch_size: int) -> np.ndarray:
-        """This rank's `batch_size` block indices; advances the global position."""
+        """This rank's `batch_size` item indices; advances the global position."""
         need, taken = batch_size * self.world_size, []
         while need > 0:  # a global batch may straddle one or more epoch boundaries
             perm = self._permutation(self.epoch)
-            take = min(need, self.n_blocks - self.pos)
+            take = min(need, self.n_items - self.pos)
             taken.append(perm[self.pos:self.pos + take])
             self.pos += take
             need -= take
-            if self.pos == self.n_blocks:
+            if self.pos == self.n_items:
                 self.epoch, self.pos = self.epoch + 1, 0
         global_batch = np.concatenate(taken)
         return global_batch[self.rank * batch_size:(self.rank + 1) * batch_size].copy()
@@ -320,7 +317,7 @@ class BlockSampler:
     @property
     def epoch_float(self) -> float:
         """Epochs completed so far, fractional (e.g. 1.25)."""
-        return self.epoch + self.pos / self.n_blocks
+        return self.epoch + self.pos / self.n_items
 
     def state_dict(self) -> dict[str, int]:
         """Position to checkpoint; with the same seed it resumes the identical order."""
@@ -329,10 +326,34 @@ class BlockSampler:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore a position from `state_dict()`."""
         epoch, pos = int(state["epoch"]), int(state["pos"])
-        if epoch < 0 or not 0 <= pos < self.n_blocks:
-            raise UserError(f"sampler state {state} does not fit {self.n_blocks} blocks "
-                            "(did the training data or train.seq_len change?)")
+        if epoch < 0 or not 0 <= pos < self.n_items:
+            raise UserError(f"sampler state {state} does not fit {self.n_items} {self._unit} "
+                            f"{self._hint}")
         self.epoch, self.pos = epoch, pos
+
+
+class BlockSampler(IndexSampler):
+    """`IndexSampler` over the non-overlapping blocks of a token stream.
+
+    Block j covers tokens [j*T, j*T + T + 1): T inputs plus the one extra token the
+    shifted targets need.
+    """
+
+    def __init__(self, n_tokens: int, block_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if block_size < 1:
+            raise UserError(f"block size must be positive, got {block_size}")
+        n_blocks = (n_tokens - 1) // block_size
+        if n_blocks < 1:
+            raise UserError(f"training split has {n_tokens} tokens, fewer than one block of "
+                            f"{block_size + 1}; use more data or a smaller train.seq_len")
+        super().__init__(n_blocks, seed, rank, world_size)
+        self.block_size = block_size
+        self._unit, self._hint = "blocks", "(did the training data or train.seq_len change?)"
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of whole blocks in the stream (= `n_items`)."""
+        return self.n_items
 
 
 def get_batch(tokens: np.ndarray, indices: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
