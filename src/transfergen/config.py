@@ -25,6 +25,7 @@ class ModelConfig:
     """Decoder-only transformer shape. `None` fields take the preset's value."""
 
     preset: str = "small"  # tiny (~1M) | small (~5M) | base (~25M) non-embedding params
+    like: str | None = None  # copy the shape of this model folder (scratch baselines)
     n_layer: int | None = None
     d_model: int | None = None
     n_head: int | None = None
@@ -86,6 +87,7 @@ class TrainConfig:
     save_every: int = 200
     keep_checkpoints: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    max_examples: int | None = None  # fine-tuning: a fixed subset (seeded by task.split_seed)
 
 
 @dataclass

@@ -393,3 +393,27 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Mo
     except Exception as exc:  # unknown architecture, missing/corrupt weights, ...
         raise UserError(f"cannot load model: {_first_line(exc)}", path=str(folder)) from None
     return HFCausalLM(hf.to(dtype)).eval()
+
+
+def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
+    """Random weights in the architecture of the model folder at `path` (scratch baselines).
+
+    The transfer arm and its scratch baseline then differ only in the initial weights.
+    """
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise UserError("model.like: no config.json in model folder", path=str(folder))
+    shape = _llama_shape(_read_json(folder / "config.json"))
+    if shape is not None:
+        return build_model(shape, seed=seed)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        return HFCausalLM(AutoModelForCausalLM.from_config(config))
+    except Exception as exc:  # unknown architecture, bad config
+        raise UserError(f"model.like: cannot build the architecture: {_first_line(exc)}",
+                        path=str(folder)) from None
+

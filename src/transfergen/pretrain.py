@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import latest_checkpoint
-from .config import RunConfig, save_yaml
+from .config import RunConfig
 from .data.packing import BlockSampler, get_batch, prepare_corpus, val_batches
 from .data.readers import iter_documents
-from .distributed import DistInfo, barrier, init_distributed, pick_device, shutdown
+from .distributed import DistInfo, barrier
 from .errors import UserError
-from .model import build_model, load_model, resolve_shape
+from .model import build_like, build_model, load_model, resolve_shape
+from .session import session
 from .tokenizer import TextTokenizer
 from .train import train
 
@@ -43,33 +44,28 @@ class BlockBatches:
         self.sampler.load_state_dict(state)
 
 
-def check_run_dir(cfg: RunConfig) -> Path:
-    """Refuse to overwrite a run that already has checkpoints unless resuming."""
-    run_dir = Path(cfg.out)
-    last = latest_checkpoint(run_dir)
-    if last is not None and not cfg.resume:
-        raise UserError(f"already holds a run (last checkpoint {last.name}); pass --resume to continue "
-                        "it or choose another --out", path=str(run_dir))
-    if cfg.resume and last is None:
-        raise UserError("--resume given but the run has no checkpoint to resume from", path=str(run_dir))
-    return run_dir
+def corpus_docs(cfg: RunConfig) -> Iterator[str]:
+    """The pretraining corpus' documents; an empty corpus is an error naming its files."""
+    dc = cfg.data
+    docs = iter_documents(dc.corpus, dc.format, dc.text_field, dc.doc_sep)
+    first = next(docs, None)
+    if first is None:
+        raise UserError(f"corpus is empty: no non-empty documents in {', '.join(dc.corpus)}")
+    return itertools.chain([first], docs)
 
 
-def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo) -> TextTokenizer:
-    """The run's tokenizer: its own saved one, a given folder, the init model's, or a new BPE."""
+def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
+                      docs: Callable[[], Iterator[str]] | None = None) -> TextTokenizer:
+    """The run's tokenizer: a given folder, the init (or `model.like`) model's, or a new BPE
+    trained on the corpus (saved in the run, reused on resume)."""
     own = run_dir / "tokenizer"
-    if cfg.tokenizer.path:
-        return TextTokenizer.load(cfg.tokenizer.path)
-    if cfg.init != "scratch":
-        return TextTokenizer.load(cfg.init)
+    borrowed = cfg.tokenizer.path or (cfg.init if cfg.init != "scratch" else cfg.model.like)
+    if borrowed:  # a given tokenizer, the pretrained model's, or the one of the model copied
+        return TextTokenizer.load(borrowed)
     if info.is_main and not (own / "tokenizer.json").is_file():
-        tc, dc = cfg.tokenizer, cfg.data
-        docs = iter_documents(dc.corpus, dc.format, dc.text_field, dc.doc_sep)
-        first = next(docs, None)
-        if first is None:
-            raise UserError(f"corpus is empty: no non-empty documents in {', '.join(dc.corpus)}")
-        docs = itertools.chain([first], docs)
-        tok = TextTokenizer.train(itertools.islice(docs, tc.max_train_docs), tc.vocab_size,
+        tc = cfg.tokenizer
+        texts = docs() if docs is not None else corpus_docs(cfg)
+        tok = TextTokenizer.train(itertools.islice(texts, tc.max_train_docs), tc.vocab_size,
                                   tc.min_frequency, jieba=tc.jieba)
         tmp = run_dir / "tokenizer.tmp"
         tok.save(tmp)
@@ -81,7 +77,9 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo) -> TextToke
 def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
     """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint."""
     torch.manual_seed(cfg.train.seed)  # identical replicas on every rank
-    if cfg.init == "scratch":
+    if cfg.init == "scratch" and cfg.model.like:
+        model = build_like(cfg.model.like, seed=cfg.train.seed)
+    elif cfg.init == "scratch":
         shape = resolve_shape(cfg.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         model = build_model(shape, seed=cfg.train.seed)
     else:
@@ -93,42 +91,21 @@ def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
     return model
 
 
-def _set_threads(cfg: RunConfig, info: DistInfo, device: torch.device) -> None:
-    threads = cfg.train.threads
-    if threads is None and info.enabled and device.type == "cpu":
-        # Each rank gets its share of the cores; oversubscription makes gloo crawl.
-        threads = max(1, (os.cpu_count() or 1) // info.world_size)
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def run_pretrain(cfg: RunConfig) -> dict:
     """Pretrain per `cfg`; returns the final trainer state. Works under torchrun."""
     if not cfg.data.corpus:
         raise UserError("no corpus given: pass --corpus FILE [FILE ...] or set data.corpus")
-    device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
-    info = init_distributed(device)
-    try:
-        _set_threads(cfg, info, device)
-        run_dir = check_run_dir(cfg)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, run_dir / "run_config.yaml")
-        barrier(info)
-        tok = resolve_tokenizer(cfg, run_dir, info)
-        cache = Path(cfg.data.cache_dir or run_dir / "data")
-        if info.is_main:
-            splits = prepare_corpus(cfg.data, tok, cache)
-        barrier(info)
-        if not info.is_main:
-            splits = prepare_corpus(cfg.data, tok, cache)  # reuses rank 0's cache
+    with session(cfg) as s:
+        tok = resolve_tokenizer(cfg, s.run_dir, s.info)
+        cache = Path(cfg.data.cache_dir or s.run_dir / "data")
+        if s.info.is_main:  # rank 0 tokenizes; the others then reuse its cache
+            prepare_corpus(cfg.data, tok, cache)
+        barrier(s.info)
+        splits = prepare_corpus(cfg.data, tok, cache)
         model = build_initial_model(cfg, tok)
-        last = latest_checkpoint(run_dir) if cfg.resume else None
-        if last is not None:
-            model.load_state_dict(load_model(last).state_dict())
+        if s.last_checkpoint is not None:
+            model.load_state_dict(load_model(s.last_checkpoint).state_dict())
         t = cfg.train
-        batches = BlockBatches(splits.train, t.seq_len, t.batch_size, t.seed, info)
+        batches = BlockBatches(splits.train, t.seq_len, t.batch_size, t.seed, s.info)
         val = val_batches(splits.val, t.seq_len, t.batch_size, t.eval_batches)
-        return train(model, tok, batches, val, t, run_dir, resume=cfg.resume, info=info, device=device)
-    finally:
-        shutdown(info)
+        return train(model, tok, batches, val, t, s.run_dir, resume=cfg.resume, info=s.info, device=s.device)

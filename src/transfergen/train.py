@@ -63,7 +63,9 @@ class MetricsLog:
         self.tb = None
         if not enabled:
             return
-        if truncate_after is not None:
+        if truncate_after is None:  # a fresh run: drop records of an earlier, checkpoint-less try
+            self.path.unlink(missing_ok=True)
+        else:
             self._truncate(truncate_after)
         try:  # optional: TensorBoard only when the package is installed
             from torch.utils.tensorboard import SummaryWriter
@@ -220,16 +222,18 @@ def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device) -> d
 
 def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
           run_dir: str | Path, *, groups: list[dict] | None = None, hooks: Hooks | None = None,
-          resume: bool = False, info: DistInfo = DistInfo(), device: torch.device | None = None) -> dict:
+          resume: bool = False, info: DistInfo = DistInfo(), device: torch.device | None = None,
+          setup_info: dict | None = None) -> dict:
     """Train `model` until `max_steps` (or `max_minutes`); returns the final trainer state.
 
     Every `eval_every` steps: validation loss/perplexity; every `save_every` steps and at
     the end: an atomic checkpoint. `tokens` counts input tokens over all ranks.
+    `setup_info` joins the first metrics record (what the caller set up: task, strategy).
     """
     run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
     run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
     if info.is_main:
-        run.metrics.write(log_param_summary(run.raw, run.optimizer))
+        run.metrics.write({**log_param_summary(run.raw, run.optimizer), **(setup_info or {})})
     bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
                dynamic_ncols=True, file=sys.stderr, desc="train")
     run.model.train()

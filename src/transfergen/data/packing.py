@@ -283,16 +283,17 @@ class IndexSampler:
     ranks' slices are disjoint and their union is the single-process batch.
     """
 
-    def __init__(self, n_items: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n_items: int, seed: int, rank: int = 0, world_size: int = 1, *,
+                 unit: str = "items", hint: str = "(did the data change?)"):
         if not 0 <= rank < world_size:
             raise UserError(f"rank {rank} outside world size {world_size}")
         if n_items < 1:
-            raise UserError("nothing to sample from: 0 items")
+            raise UserError(f"nothing to sample from: 0 {unit}")
         self.n_items, self.seed = n_items, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.pos = 0, 0
         self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
-        self._unit, self._hint = "items", "(did the data change?)"
+        self._unit, self._hint = unit, hint  # only for the load_state_dict error message
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:  # cache: one permutation serves many batches
@@ -346,9 +347,9 @@ class BlockSampler(IndexSampler):
         if n_blocks < 1:
             raise UserError(f"training split has {n_tokens} tokens, fewer than one block of "
                             f"{block_size + 1}; use more data or a smaller train.seq_len")
-        super().__init__(n_blocks, seed, rank, world_size)
+        super().__init__(n_blocks, seed, rank, world_size, unit="blocks",
+                         hint="(did the training data or train.seq_len change?)")
         self.block_size = block_size
-        self._unit, self._hint = "blocks", "(did the training data or train.seq_len change?)"
 
     @property
     def n_blocks(self) -> int:

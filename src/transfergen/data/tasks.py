@@ -1,0 +1,284 @@
+"""Generation tasks: (source, target) examples, a reader registry and seeded splits.
+
+A task YAML (`configs/tasks/*.yaml`, a `TaskConfig`) names a `reader` and a `path`.
+A reader takes the config and returns either a `TaskData` (the data comes pre-split)
+or one list of `Example`s, which `load_task` splits with a seeded shuffle into
+test (`test_size`), val (`val_size`) and train (the rest). A `TaskData` whose val or
+test is empty gets that split held out of train the same way.
+
+Generic readers: `jsonl`, `tsv` and `parallel` (below); readers for the real data
+sets live in `corpora.py`. Paths may hold a `{split}` placeholder (train/val/test,
+renamed per split with `options.splits`, e.g. `{test: test_2016_flickr}`) for data
+that is already split. Every problem with the data raises `UserError` naming the
+file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from ..config import TaskConfig, from_dict, load_yaml
+from ..errors import ConfigError, UserError
+from .readers import iter_lines
+
+SPLITS = ("train", "val", "test")
+LOSS_ON = ("target", "all")
+
+
+@dataclass
+class Example:
+    """One task example; `references` are all acceptable targets (default: [target])."""
+
+    source: str
+    target: str
+    references: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # The training target is always one of the references scored against.
+        if self.target not in self.references:
+            self.references = [self.target, *self.references]
+
+
+@dataclass
+class TaskData:
+    """A task's three splits."""
+
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+
+
+ReaderResult = Union[TaskData, list[Example]]
+Reader = Callable[[TaskConfig], ReaderResult]
+READERS: dict[str, Reader] = {}
+
+
+def register_reader(name: str) -> Callable[[Reader], Reader]:
+    """Decorator: make `fn(cfg) -> TaskData | list[Example]` the reader called `name`."""
+    def wrap(fn: Reader) -> Reader:
+        READERS[name] = fn
+        return fn
+    return wrap
+
+
+def make_example(source: str, target: str, references: list[str] | None = None, *,
+                 path: str | Path, line: int | None = None) -> Example:
+    """An `Example`, or `UserError` at path:line when the target is empty."""
+    if not target.strip():
+        raise UserError("empty target", path=str(path), line=line)
+    refs = [r for r in (references or []) if r.strip()]
+    return Example(source, target, refs)
+
+
+# ---------------------------------------------------------------------------
+# paths and aligned files
+
+
+def split_names(cfg: TaskConfig) -> dict[str, str]:
+    """File name of each split: train/val/test unless `options.splits` renames one."""
+    names = dict(zip(SPLITS, SPLITS))
+    renames = cfg.options.get("splits") or {}
+    if not isinstance(renames, dict) or not set(renames) <= set(SPLITS):
+        raise ConfigError(f"task.options.splits must map {'/'.join(SPLITS)} to names, got {renames!r}")
+    names.update({k: str(v) for k, v in renames.items()})
+    return names
+
+
+def has_split_placeholder(cfg: TaskConfig) -> bool:
+    """Whether `cfg.path` names pre-split data through a `{split}` placeholder."""
+    return "{split}" in cfg.path
+
+
+def read_splits(cfg: TaskConfig, read: Callable[[str], list[Example]]) -> TaskData:
+    """TaskData from `read(path)` called on `cfg.path` with each split name filled in."""
+    names = split_names(cfg)
+    parts = {s: read(cfg.path.replace("{split}", names[s])) for s in SPLITS}
+    return TaskData(**parts)
+
+
+def existing_file(prefix: str | Path) -> Path:
+    """`prefix` itself, or `prefix.gz` when only the compressed file exists."""
+    p = Path(prefix)
+    if p.is_file() or not Path(f"{p}.gz").is_file():
+        return p  # a missing file is reported by iter_lines, naming the plain path
+    return Path(f"{p}.gz")
+
+
+def aligned_lines(paths: list[Path]) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """Yield (line_number, the line of each file) for files that must be line-aligned."""
+    iters = [iter_lines(p) for p in paths]
+    lineno = 0
+    for rows in zip_longest(*iters):
+        if any(r is None for r in rows):
+            counts = [lineno + (r is not None) + sum(1 for _ in it) for r, it in zip(rows, iters)]
+            a, b = next((i, j) for i in range(len(paths)) for j in range(len(paths))
+                        if counts[i] > counts[j])
+            raise UserError(f"{paths[a].name} has {counts[a]} lines but {paths[b].name} has "
+                            f"{counts[b]}", path=str(paths[a]), line=counts[b] + 1)
+        lineno += 1
+        yield lineno, tuple(line for _, line in rows)
+
+
+# ---------------------------------------------------------------------------
+# generic readers
+
+
+def _jsonl_examples(path: str) -> list[Example]:
+    """{"source", "target", optional "references": [...]} per line; blank lines skipped."""
+    out = []
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
+                            path=path, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
+        for key in ("source", "target"):
+            if not isinstance(obj.get(key), str):
+                what = "missing field" if key not in obj else "non-string field"
+                raise UserError(f"{what} '{key}'", path=path, line=lineno)
+        refs = obj.get("references", [])
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            raise UserError("field 'references' must be a list of strings", path=path, line=lineno)
+        out.append(make_example(obj["source"], obj["target"], refs, path=path, line=lineno))
+    return out
+
+
+def _tsv_examples(path: str) -> list[Example]:
+    """source<TAB>target[<TAB>more references...] per line; blank lines skipped."""
+    out = []
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2:
+            raise UserError("expected source<TAB>target, found no tab", path=path, line=lineno)
+        out.append(make_example(cols[0], cols[1], cols[2:], path=path, line=lineno))
+    return out
+
+
+def _parallel_examples(prefix: str, src: str, tgt: str) -> list[Example]:
+    """Line i of PREFIX.src / PREFIX.tgt (each plain or .gz) is one example."""
+    paths = [existing_file(f"{prefix}.{src}"), existing_file(f"{prefix}.{tgt}")]
+    out = []
+    for lineno, (s, t) in aligned_lines(paths):
+        if s.strip() or t.strip():  # a line blank on both sides is padding, not data
+            out.append(make_example(s, t, path=paths[1], line=lineno))
+    return out
+
+
+@register_reader("jsonl")
+def read_jsonl(cfg: TaskConfig) -> ReaderResult:
+    """JSONL examples: one file to split, or `{split}` files."""
+    if has_split_placeholder(cfg):
+        return read_splits(cfg, _jsonl_examples)
+    return _jsonl_examples(cfg.path)
+
+
+@register_reader("tsv")
+def read_tsv(cfg: TaskConfig) -> ReaderResult:
+    """Tab-separated examples: one file to split, or `{split}` files."""
+    if has_split_placeholder(cfg):
+        return read_splits(cfg, _tsv_examples)
+    return _tsv_examples(cfg.path)
+
+
+@register_reader("parallel")
+def read_parallel(cfg: TaskConfig) -> ReaderResult:
+    """Line-aligned files `path + '.' + options.src|tgt` (defaults src/tgt)."""
+    src, tgt = str(cfg.options.get("src", "src")), str(cfg.options.get("tgt", "tgt"))
+    if has_split_placeholder(cfg):
+        return read_splits(cfg, lambda p: _parallel_examples(p, src, tgt))
+    return _parallel_examples(cfg.path, src, tgt)
+
+
+# ---------------------------------------------------------------------------
+# splitting, validation, loading
+
+
+def split_examples(examples: list[Example], n_test: int, n_val: int, seed: int,
+                   what: str = "data") -> tuple[list[Example], list[Example], list[Example]]:
+    """(rest, val, test): a seeded shuffle; test takes the first n_test, val the next n_val.
+
+    Each part keeps the original order of its examples, so files stay easy to inspect.
+    """
+    n = len(examples)
+    if n < n_test + n_val + 1:
+        raise UserError(f"{what} has {n} examples, too few to hold out test_size={n_test} and "
+                        f"val_size={n_val} and still train on at least one")
+    perm = np.random.default_rng(seed).permutation(n)
+    cuts = [perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]]
+    test, val, rest = ([examples[i] for i in sorted(part.tolist())] for part in cuts)
+    return rest, val, test
+
+
+def check_task_config(cfg: TaskConfig, path: str | None = None) -> None:
+    """Reject a task config that could only fail later (unknown reader, bad prompt, ...)."""
+    def bad(msg: str) -> ConfigError:
+        return ConfigError(msg, path=path)
+    if cfg.reader not in READERS:
+        raise bad(f"unknown task.reader '{cfg.reader}' (known: {', '.join(sorted(READERS))})")
+    if not cfg.path:
+        raise bad("task.path is empty (where is the task's data?)")
+    if cfg.loss_on not in LOSS_ON:
+        raise bad(f"task.loss_on must be one of {', '.join(LOSS_ON)}, got '{cfg.loss_on}'")
+    try:
+        cfg.prompt.format(source="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise bad(f"task.prompt {cfg.prompt!r} is not a valid template with {{source}} ({exc!r})") from None
+    if "{source}" not in cfg.prompt:
+        raise bad(f"task.prompt {cfg.prompt!r} must contain {{source}}")
+    if cfg.max_source_tokens < 1 or cfg.max_target_tokens < 2:
+        raise bad("task.max_source_tokens must be >= 1 and task.max_target_tokens >= 2 (room for eos)")
+    if cfg.val_size < 0 or cfg.test_size < 0:
+        raise bad("task.val_size and task.test_size must be >= 0")
+
+
+def load_task(cfg: TaskConfig) -> TaskData:
+    """Read the task's data with its reader and return the train/val/test splits."""
+    check_task_config(cfg)
+    data = READERS[cfg.reader](cfg)
+    what = f"task '{cfg.name or cfg.reader}' ({cfg.path})"
+    if not isinstance(data, TaskData):
+        train, val, test = split_examples(list(data), cfg.test_size, cfg.val_size, cfg.split_seed, what)
+        return TaskData(train, val, test)
+    train, val, test = data.train, data.val, data.test
+    # Missing splits come out of train: test first, then val, as for unsplit data.
+    if not test or not val:
+        train, new_val, new_test = split_examples(train, 0 if test else cfg.test_size,
+                                                  0 if val else cfg.val_size, cfg.split_seed, what)
+        val, test = val or new_val, test or new_test
+    if not train:
+        raise UserError(f"{what} has no training examples")
+    return TaskData(train, val, test)
+
+
+def load_task_file(path: str | Path) -> TaskConfig:
+    """A `TaskConfig` from a task YAML (flat keys, or all under one `task:` section).
+
+    Unknown keys and wrongly typed values raise `ConfigError` naming the file and key;
+    `name` defaults to the file's stem.
+    """
+    data: dict[str, Any] = load_yaml(path)
+    if set(data) == {"task"} and isinstance(data["task"], dict):
+        data = data["task"]
+    try:
+        cfg = from_dict(TaskConfig, data, prefix="task.")
+    except ConfigError as exc:
+        raise ConfigError(str(exc), path=str(path)) from None
+    cfg.name = cfg.name or Path(path).stem
+    check_task_config(cfg, path=str(path))
+    return cfg
+
+
+from . import corpora  # noqa: E402,F401  (registers the real data sets' readers)

@@ -1,0 +1,103 @@
+"""Transfer to a target task (or train it from scratch) on the one training loop.
+
+    init      pretrained folder -> load it; `scratch` -> same architecture, random weights
+    vocab     optionally learn N target tokens and grow the input/output layers
+    task      data + prompt format: prompt [sep] target [eos], loss on the target
+    strategy  registry entries that set requires_grad, lr groups and hooks
+    train     the loop shared with pretraining
+
+Transfer and scratch differ only in `init`: the tokenizer, shape, data order, budget and
+strategy machinery are the same, so the comparison measures the initial weights alone.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_training_weights
+from .config import RunConfig
+from .data.readers import iter_documents
+from .data.seq2seq import TaskBatches, task_val_batches
+from .data.tasks import Example, TaskData, load_task
+from .errors import UserError
+from .model import load_model
+from .pretrain import build_initial_model, resolve_tokenizer
+from .session import Session, session
+from .strategies import apply_strategy
+from .tokenizer import TextTokenizer
+from .train import train
+
+
+def subset(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A fixed, seeded subset of n examples (the same for every arm and training seed)."""
+    if n is None or n >= len(examples):
+        return examples
+    if n < 1:
+        raise UserError(f"config key 'train.max_examples' must be positive, got {n}")
+    idx = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in idx]
+
+
+def _task_texts(data: TaskData):
+    """Sources and targets of the training split: a scratch run's tokenizer corpus."""
+    return lambda: (t for ex in data.train for t in (ex.source, ex.target) if t.strip())
+
+
+def _extend_vocab(cfg: RunConfig, tok: TextTokenizer, model: torch.nn.Module, s: Session):
+    """Grow tokenizer and embeddings per `vocab.*`; the report goes to vocab_report.json."""
+    from .vocab import extend_vocabulary
+
+    if cfg.vocab.add <= 0:
+        return tok, model
+    if not cfg.vocab.extend_from:
+        raise UserError("config key 'vocab.extend_from' is empty but vocab.add > 0: name target-side files")
+    docs = list(iter_documents(cfg.vocab.extend_from, cfg.data.format, cfg.data.text_field, cfg.data.doc_sep))
+    tok, model, report = extend_vocabulary(tok, model, docs, cfg.vocab.add)
+    if s.info.is_main:
+        (s.run_dir / "vocab_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    return tok, model
+
+
+def _restore_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    """Resume: the raw training weights if saved (LoRA), else the checkpoint's model."""
+    if not load_training_weights(ckpt, model):
+        model.load_state_dict(load_model(ckpt).state_dict())
+
+
+def _log_setup(s: Session, summary: dict, batches: TaskBatches, data: TaskData) -> dict:
+    """Print what the strategy did; return it for the run's first metrics record."""
+    record = {"init": s.cfg.init, "strategy": s.cfg.strategy.name, "train_examples": len(batches),
+              "val_examples": len(data.val), "truncated_examples": batches.n_truncated,
+              "strategy_log": summary.get("log", [])}
+    if s.info.is_main:
+        for line in summary.get("log", []):
+            print(f"[transfergen] {line}", flush=True)
+        print(f"[transfergen] {len(batches)} training examples, {batches.n_truncated} truncated "
+              f"(prompt > {s.cfg.task.max_source_tokens} or target > {s.cfg.task.max_target_tokens} tokens)",
+              flush=True)
+    return record
+
+
+def run_finetune(cfg: RunConfig) -> dict:
+    """Fine-tune `cfg.init` (or train from scratch) on `cfg.task`; returns the trainer state."""
+    if not cfg.task.path:
+        raise UserError("no task given: pass --task TASK.yaml")
+    data = load_task(cfg.task)
+    with session(cfg) as s:
+        tok = resolve_tokenizer(cfg, s.run_dir, s.info, docs=_task_texts(data))
+        model = build_initial_model(cfg, tok)
+        tok, model = _extend_vocab(cfg, tok, model, s)
+        result = apply_strategy(model, cfg.strategy, cfg.train)
+        if s.last_checkpoint is not None:
+            _restore_weights(model, s.last_checkpoint)
+        t = cfg.train
+        train_ex = subset(data.train, t.max_examples, cfg.task.split_seed)
+        batches = TaskBatches(train_ex, tok, cfg.task, t.batch_size, t.seed, s.info.rank, s.info.world_size)
+        val = task_val_batches(data.val, tok, cfg.task, t.batch_size, t.eval_batches)
+        setup = _log_setup(s, result.summary, batches, data)
+        return train(model, tok, batches, val, t, s.run_dir, groups=result.groups, hooks=result.hooks,
+                     resume=cfg.resume, info=s.info, device=s.device, setup_info=setup)
