@@ -25,7 +25,7 @@ from .data.seq2seq import TaskBatches, task_val_batches
 from .data.tasks import Example, TaskData, load_task
 from .errors import UserError
 from .model import load_model
-from .pretrain import build_initial_model, resolve_tokenizer
+from .pretrain import build_initial_model, check_length, resolve_tokenizer
 from .session import Session, session
 from .strategies import apply_strategy
 from .tokenizer import TextTokenizer
@@ -90,6 +90,9 @@ def run_finetune(cfg: RunConfig) -> dict:
     with session(cfg) as s:
         tok = resolve_tokenizer(cfg, s.run_dir, s.info, docs=_task_texts(data))
         model = build_initial_model(cfg, tok)
+        # [bos] prompt [sep] target(+eos): the longest sequence the encoder can produce
+        check_length(model, cfg.task.max_source_tokens + cfg.task.max_target_tokens + 2,
+                     "task.max_source_tokens")
         tok, model = _extend_vocab(cfg, tok, model, s)
         result = apply_strategy(model, cfg.strategy, cfg.train)
         if s.last_checkpoint is not None:

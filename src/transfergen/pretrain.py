@@ -84,11 +84,15 @@ def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
         model = build_model(shape, seed=cfg.train.seed)
     else:
         model = load_model(cfg.init)
-    max_len = getattr(model, "max_seq_len", None)
-    if max_len is not None and cfg.train.seq_len > max_len:
-        raise UserError(f"config key 'train.seq_len' = {cfg.train.seq_len} exceeds the model's "
-                        f"max_seq_len {max_len}")
     return model
+
+
+def check_length(model: torch.nn.Module, length: int, key: str) -> None:
+    """Sequences longer than the model's positions would fail mid-run: refuse them now."""
+    max_len = getattr(model, "max_seq_len", None)
+    if max_len is not None and length > max_len:
+        raise UserError(f"config key '{key}' asks for sequences of {length} tokens, more than the "
+                        f"model's max_seq_len {max_len}")
 
 
 def run_pretrain(cfg: RunConfig) -> dict:
@@ -103,6 +107,7 @@ def run_pretrain(cfg: RunConfig) -> dict:
         barrier(s.info)
         splits = prepare_corpus(cfg.data, tok, cache)
         model = build_initial_model(cfg, tok)
+        check_length(model, cfg.train.seq_len, "train.seq_len")
         if s.last_checkpoint is not None:
             model.load_state_dict(load_model(s.last_checkpoint).state_dict())
         t = cfg.train
