@@ -233,7 +233,11 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
     run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
     run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
     if info.is_main:
-        run.metrics.write({**log_param_summary(run.raw, run.optimizer), **(setup_info or {})})
+        summary = log_param_summary(run.raw, run.optimizer)
+        run.metrics.write({**summary, **(setup_info or {})})
+        groups = ", ".join(f"{g['name']} lr={g['base_lr']:.2e} ({g['params']:,})" for g in summary["param_groups"])
+        _say(info, f"trainable {summary['trainable_params']:,} / frozen {summary['frozen_params']:,} "
+                   f"parameters; groups: {groups}")
     bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
                dynamic_ncols=True, file=sys.stderr, desc="train")
     run.model.train()
