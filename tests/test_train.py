@@ -114,3 +114,27 @@ def test_bf16_autocast_trains(corpus, tmp_path):
     run_pretrain(tiny_config(corpus, run, train={"dtype": "bf16", "max_steps": 20}))
     losses = records(run, "loss")
     assert losses[20] < losses[1] - 0.5
+
+
+def test_best_checkpoint_and_early_stopping(corpus, tmp_path):
+    """A metric that only gets worse after the first eval: best stays at step 5, patience stops."""
+    from transfergen.train import Hooks, train
+    from transfergen.pretrain import BlockBatches, resolve_tokenizer, build_initial_model
+    from transfergen.data.packing import prepare_corpus, val_batches
+    from transfergen.distributed import DistInfo
+
+    cfg = tiny_config(corpus, tmp_path / "run", train={"max_steps": 40, "eval_every": 5, "best_metric": "score",
+                                                       "patience": 2})
+    tok = resolve_tokenizer(cfg, tmp_path / "run", DistInfo())
+    splits = prepare_corpus(cfg.data, tok, tmp_path / "cache")
+    model = build_initial_model(cfg, tok)
+    scores = iter([10.0, 9.0, 8.0, 7.0, 6.0])
+    hooks = Hooks(evaluate=lambda m: {"score": next(scores)})
+    t = cfg.train
+    state = train(model, tok, BlockBatches(splits.train, t.seq_len, t.batch_size, t.seed, DistInfo()),
+                  val_batches(splits.val, t.seq_len, t.batch_size, 2), t, tmp_path / "run", hooks=hooks)
+    assert state["step"] == 15  # evals at 5 (best), 10, 15 -> two without improvement
+    assert state["best"]["step"] == 5 and state["best"]["value"] == 10.0
+    best = load_model(tmp_path / "run" / "best")
+    assert isinstance(best, torch.nn.Module) and (tmp_path / "run" / "best" / "tokenizer.json").is_file()
+    assert records(tmp_path / "run", "score") == {5: 10.0, 10: 9.0, 15: 8.0}

@@ -102,6 +102,31 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     return final
 
 
+def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any,
+              export: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
+    """Replace RUN/best/ (an HF model folder) with `model`, never leaving no best behind."""
+    from .model import save_model
+
+    run_dir = Path(run_dir)
+    best, tmp, old = run_dir / "best", run_dir / ".best.tmp", run_dir / ".best.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(export(model) if export is not None else model, tmp)
+    tokenizer.save(tmp)
+    if best.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(best, old)  # a kill here leaves .best.old, which recover_best() restores
+    os.replace(tmp, best)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
+
+
+def recover_best(run_dir: str | Path) -> None:
+    """Undo a best-model swap that a kill interrupted."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "best").exists() and (run_dir / ".best.old").exists():
+        os.replace(run_dir / ".best.old", run_dir / "best")
+
+
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop repeated storages (tied weights): safetensors refuses shared tensors."""
     seen: set[int] = set()

@@ -88,6 +88,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     max_examples: int | None = None  # fine-tuning: a fixed subset (seeded by task.split_seed)
+    best_metric: str | None = None  # keep RUN/best/ by this eval number (val_loss, bleu, ...)
+    patience: int = 0  # stop after this many evals without a new best (0: never)
 
 
 @dataclass

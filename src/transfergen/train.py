@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .errors import ConfigError
 from .distributed import DistInfo, any_rank_true, replica_divergence
 from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
 
@@ -47,11 +48,14 @@ class Hooks:
     loss_terms(): extra scalar losses added to the task loss (e.g. an L2-SP penalty).
     export(model) -> model: what a checkpoint saves as the HF model (e.g. LoRA merged
     into plain weights); None saves the training model itself.
+    evaluate(model) -> dict: extra numbers for each evaluation record (e.g. generation
+    metrics on a fixed validation subset), computed on rank 0.
     """
 
     on_step: list[Callable[[int, torch.optim.Optimizer], None]] = field(default_factory=list)
     loss_terms: list[Callable[[], torch.Tensor]] = field(default_factory=list)
     export: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    evaluate: Callable[[torch.nn.Module], dict] | None = None
 
 
 class MetricsLog:
@@ -157,6 +161,7 @@ def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups, resume: bool
     optimizer = build_optimizer(groups, cfg)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0}
     last = ckpt.latest_checkpoint(run_dir) if resume else None
+    ckpt.recover_best(run_dir)
     if last is not None:
         state, tensors = ckpt.load_training_state(last)
         optimizer.load_state_dict(tensors["optimizer"])
@@ -207,17 +212,46 @@ def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainC
                              run.state, keep=cfg.keep_checkpoints, export=export)
 
 
-def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device) -> dict:
+def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device, hooks: Hooks) -> dict:
     record = {"step": run.state["step"], "tokens": run.state["tokens"],
               "elapsed_s": round(run.state["elapsed_s"], 2)}
     if val:
         loss = evaluate_loss(run.raw, val, device, cfg.dtype) if info.is_main else float("nan")
         record.update(val_loss=loss, val_ppl=math.exp(min(loss, 50.0)))
+    if hooks.evaluate is not None and info.is_main:
+        record.update(hooks.evaluate(run.raw))
+        run.raw.train()
     if info.enabled:
         record["replica_divergence"] = replica_divergence(run.raw, info)
     run.metrics.write(record)
     run.state["last_val_loss"] = record.get("val_loss")
     return record
+
+
+def _improved(metric: str, value: float, best: float | None) -> bool:
+    """Losses and perplexities improve downwards, every other score upwards."""
+    if best is None:
+        return True
+    lower = metric.endswith("loss") or metric.endswith("ppl")
+    return value < best if lower else value > best
+
+
+def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokenizer,
+                export: Callable | None, info: DistInfo) -> bool:
+    """Save RUN/best/ when `best_metric` improves; True when patience has run out."""
+    metric = cfg.best_metric
+    if metric is None or not info.is_main:
+        return False
+    if metric not in record:
+        raise ConfigError(f"config key 'train.best_metric': '{metric}' is not among the evaluation "
+                          f"numbers ({', '.join(k for k in record if k != 'step')})")
+    best = run.state.get("best") or {}
+    if _improved(metric, record[metric], best.get("value")):
+        ckpt.save_best(run_dir, run.raw, tokenizer, export)
+        run.state["best"] = {"metric": metric, "value": record[metric], "step": record["step"], "waited": 0}
+        return False
+    best["waited"] = best.get("waited", 0) + 1
+    return cfg.patience > 0 and best["waited"] >= cfg.patience
 
 
 def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
@@ -264,14 +298,19 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
         out_of_time = cfg.max_minutes is not None and run.state["elapsed_s"] >= 60 * cfg.max_minutes
         stop = any_rank_true(out_of_time, info)
         if step % cfg.eval_every == 0 or step == cfg.max_steps or stop:
-            rec = _eval_and_log(run, val, cfg, info, device)
-            if "val_loss" in rec and info.is_main:
-                bar.write(f"[transfergen] step {step}: val_loss {rec['val_loss']:.4f} ppl {rec['val_ppl']:.2f}",
-                          file=sys.stderr)
+            rec = _eval_and_log(run, val, cfg, info, device, hooks)
+            if info.is_main:
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "elapsed_s"))
+                bar.write(f"[transfergen] step {step}: {shown}", file=sys.stderr)
+            patience_out = any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
+            if patience_out and not stop:
+                stop = True
+                _say(info, f"early stop: no better {cfg.best_metric} for {cfg.patience} evaluations")
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
             _save(run, run_dir, tokenizer, batches, cfg, info, hooks.export)
         if stop:
-            _say(info, f"time budget of {cfg.max_minutes} min reached at step {step}")
+            if out_of_time:
+                _say(info, f"time budget of {cfg.max_minutes} min reached at step {step}")
             break
     bar.close()
     run.metrics.close()
