@@ -1,4 +1,4 @@
-"""Command line: `transfergen pretrain | finetune | generate | demo ...`.
+"""Command line: `transfergen pretrain | finetune | generate | demo | score ...`.
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from .errors import UserError
+from .metrics.cli import add_score_parser
 
 EXIT_USER_ERROR = 2
 
@@ -44,12 +46,27 @@ def _finetune_parser(sub) -> None:
 
 
 def _generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="sample text from a model folder")
+    p = sub.add_parser("generate", allow_abbrev=False, help="generate text from a model folder",
+                       description="Continue each prompt (encoded as [bos] + text) and print one line per "
+                                   "prompt: the prompt followed by its continuation, newlines written as "
+                                   "\\n. Samples by default; --greedy (or --temperature 0) decodes greedily, "
+                                   "--num-beams N > 1 runs beam search (sampling flags then ignored).")
     p.add_argument("--model", required=True, help="a run folder or any local HF causal-LM folder")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
+    p.add_argument("--prompts-file", "--prompts_file", dest="prompts_file", metavar="FILE",
+                   help="UTF-8 file with one prompt a line (after any --prompt)")
     p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=100, dest="max_new_tokens")
+    p.add_argument("--greedy", action="store_true", help="argmax decoding (same as --temperature 0)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", "--top_k", type=int, default=50, dest="top_k")
+    p.add_argument("--top-k", "--top_k", type=int, default=50, dest="top_k", help="0 = off")
+    p.add_argument("--top-p", "--top_p", type=float, default=1.0, dest="top_p", help="1 = off")
+    p.add_argument("--num-beams", "--num_beams", type=int, default=1, dest="num_beams")
+    p.add_argument("--length-penalty", "--length_penalty", type=float, default=1.0, dest="length_penalty")
+    p.add_argument("--repetition-penalty", "--repetition_penalty", type=float, default=1.0,
+                   dest="repetition_penalty")
+    p.add_argument("--no-repeat-ngram-size", "--no_repeat_ngram_size", type=int, default=0,
+                   dest="no_repeat_ngram_size")
+    p.add_argument("--batch-size", "--batch_size", type=int, default=32, dest="batch_size")
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -68,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _finetune_parser(sub)
     _generate_parser(sub)
     _demo_parser(sub)
+    add_score_parser(sub)
     return parser
 
 
@@ -109,17 +127,43 @@ def _cmd_finetune(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """Escape every character Python's splitlines breaks at (\\n, \\r, \\x1c, \\u2028, ...)."""
+    return re.sub("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", lambda m: m[0].encode("unicode_escape").decode(), text)
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        try:
+            with open(args.prompts_file, encoding="utf-8") as f:
+                prompts += f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read prompts: {exc}", path=args.prompts_file) from None
+    if not prompts:
+        raise UserError("generate: give --prompt TEXT (repeatable) or --prompts-file FILE")
+    return prompts
+
+
 def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserError(f"unexpected argument(s) for generate: {' '.join(rest)}")
-    from .generate import sample
+    from .generate import GenerationConfig, generate_text
     from .model import load_model
     from .tokenizer import TextTokenizer
 
-    model = load_model(args.model)
-    tok = TextTokenizer.load(args.model)
-    print(sample(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
-                 temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+    prompts = _read_prompts(args)
+    sampling = not args.greedy and args.temperature > 0 and args.num_beams == 1
+    cfg = GenerationConfig(
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, length_penalty=args.length_penalty,
+        do_sample=sampling, temperature=args.temperature if sampling else 1.0,
+        top_k=args.top_k if sampling else 0, top_p=args.top_p if sampling else 1.0,
+        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        batch_size=args.batch_size, seed=args.seed)
+    cfg.validate()  # bad flags fail before the model loads
+    model, tok = load_model(args.model), TextTokenizer.load(args.model)
+    for prompt, text in zip(prompts, generate_text(model, tok, prompts, cfg)):
+        print(_one_line(prompt + text), flush=True)
     return 0
 
 
@@ -134,8 +178,16 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
+    if rest:
+        raise UserError(f"unexpected argument(s) for score: {' '.join(rest)}")
+    from .metrics.cli import run_score
+
+    return run_score(args)
+
+
 COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate,
-            "demo": _cmd_demo}
+            "demo": _cmd_demo, "score": _cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

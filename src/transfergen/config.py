@@ -145,6 +145,20 @@ class VocabConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Generation-based evaluation: during fine-tuning and in `transfergen evaluate`."""
+
+    generate: bool = False  # fine-tuning: also decode + score the val subset at each evaluation
+    examples: int = 200  # the fixed validation subset decoded during training
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+    batch_size: int = 32
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs. `init` is `scratch` or a path to a pretrained model."""
 
@@ -158,6 +172,7 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # ---------------------------------------------------------------------------

@@ -101,6 +101,10 @@ def run_finetune(cfg: RunConfig) -> dict:
         train_ex = subset(data.train, t.max_examples, cfg.task.split_seed)
         batches = TaskBatches(train_ex, tok, cfg.task, t.batch_size, t.seed, s.info.rank, s.info.world_size)
         val = task_val_batches(data.val, tok, cfg.task, t.batch_size, t.eval_batches)
+        if cfg.eval.generate:  # decode + score the fixed val subset at every evaluation
+            from .evaluate import eval_hook
+
+            result.hooks.evaluate = eval_hook(tok, cfg.task, data.val, cfg.eval)
         setup = _log_setup(s, result.summary, batches, data)
         return train(model, tok, batches, val, t, s.run_dir, groups=result.groups, hooks=result.hooks,
                      resume=cfg.resume, info=s.info, device=s.device, setup_info=setup)

@@ -56,19 +56,26 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(s.d_model, s.n_kv_head * s.head_dim, bias=False)
         self.o_proj = nn.Linear(s.n_head * s.head_dim, s.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer_idx: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         # (B,T,H*hd) -> (B,H,T,hd) as views; RoPE's output is a fresh contiguous tensor
         q = apply_rope(self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2), cos, sin)
         k = apply_rope(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2), cos, sin)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B,KV,T,hd)
+        # Training passes neither: plain is_causal SDPA. Decoding attends over all cached
+        # keys (B,KV,past+T,hd); `mask` (B|1,1,T,past+T) hides pads/future, None = see all.
+        causal = cache is None and mask is None
+        if cache is not None:
+            k, v = cache.update(layer_idx, k, v)
+            causal = mask is None and k.shape[2] == T and T > 1  # prefill of an unpadded batch
         gqa = {}
         if self.n_kv_head != self.n_head and _SDPA_GQA:
             gqa = {"enable_gqa": True}  # query head h reads kv head h // rep, like HF's repeat_kv
         elif self.n_kv_head != self.n_head:  # older torch: materialise the repeated heads
             rep = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)  # (B,H,T,hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **gqa)  # (B,H,T,hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B,T,d)
 
 
@@ -95,6 +102,71 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(s.d_model, s.norm_eps)
         self.post_attention_layernorm = RMSNorm(s.d_model, s.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer_idx: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer_idx, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# ---------------------------------------------------------------------------
+# incremental decoding
+
+
+class KVCache:
+    """Per-layer keys/values (B, KV, max_len, hd), preallocated and filled left to right.
+
+    Slot t holds the t-th token fed to the model (left pads included); `length` slots are
+    filled. A row's RoPE position may be smaller than its slot (left padding), which is
+    why the model takes `position_ids` separately.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.length, self.max_len = 0, max_len
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write (B,KV,T,hd) at slots [length, length+T); return the filled (B,KV,length+T,hd) views.
+
+        `length` itself moves on in `advance`, once every layer has written.
+        """
+        end = self.length + k.shape[2]
+        self.k[layer_idx][:, :, self.length:end] = k
+        self.v[layer_idx][:, :, self.length:end] = v
+        return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Row i becomes old row index[i] (beam search; expanding prompts to beams)."""
+        n = self.length
+        for bufs in (self.k, self.v):
+            for i, buf in enumerate(bufs):
+                if index.numel() == buf.shape[0]:  # same batch: copy only the filled slots
+                    buf[:, :, :n] = buf[:, :, :n].index_select(0, index)
+                else:
+                    bufs[i] = buf.index_select(0, index)
+
+
+def decode_mask(attention_mask: torch.Tensor | None, past: int, T: int,
+                device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """SDPA boolean mask (B|1, 1, T, past+T) for T new tokens after `past` cached ones.
+
+    `attention_mask` (B, past+T) is HF's: 1 = real token, 0 = pad. A query sees real keys
+    at or before its own slot; it always sees itself, so a pad query row is never fully
+    masked (that gives NaN, and NaN values leak through later layers' zero weights).
+    None means "nothing to hide": a single new token then needs no mask at all.
+    """
+    if attention_mask is None and (T == 1 or past == 0):
+        return None  # T == 1: every cached key is in the past; past == 0: is_causal
+    q = torch.arange(past, past + T, device=device)[:, None]
+    kpos = torch.arange(past + T, device=device)[None, :]
+    if attention_mask is None:
+        return (kpos <= q)[None, None]  # (1,1,T,past+T)
+    keys = attention_mask.bool()[:, None, None, :]  # (B,1,1,past+T)
+    if T == 1:
+        return keys
+    return (keys & (kpos <= q)) | (kpos == q)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .errors import ConfigError, UserError
-from .layers import LlamaDecoderLayer, RMSNorm
+from .layers import KVCache, LlamaDecoderLayer, RMSNorm, decode_mask
 
 # Non-embedding parameter counts (embedding = vocab * d_model, shared with the head):
 #   tiny:  1.05M non-embedding  + 1.05M embedding at vocab 8192  (~2.1M total)
@@ -147,15 +147,33 @@ class TransferGenLM(nn.Module):
     def vocab_size(self) -> int:
         return self.shape.vocab_size
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B,T) token ids -> (B,T,V) next-token logits."""
-        T = input_ids.shape[1]
-        if T > self.shape.max_seq_len:
-            raise UserError(f"sequence length {T} exceeds model.max_seq_len {self.shape.max_seq_len}")
+    def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
+                position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                logits_to_keep: int = 0) -> torch.Tensor:
+        """(B,T) token ids -> (B,T,V) next-token logits (the last `logits_to_keep` only if > 0).
+
+        Training passes ids only. Decoding passes a `KVCache` (the new keys/values are
+        appended, attention covers every cached slot), `position_ids` (B,T) (left padding:
+        cumsum(mask) - 1; default: the slot index) and `attention_mask` (B, past+T), HF's
+        1 = real token / 0 = pad over cached + new slots (default: nothing hidden).
+        """
+        T, past = input_ids.shape[1], cache.length if cache is not None else 0
+        last = past + T if position_ids is None else int(position_ids.max()) + 1
+        if last > self.shape.max_seq_len:
+            raise UserError(f"sequence length {last} exceeds model.max_seq_len {self.shape.max_seq_len}")
         x = self.model.embed_tokens(input_ids)  # (B,T,d)
-        cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)  # (T,hd/2) views
-        for layer in self.model.layers:
-            x = layer(x, cos, sin)
+        if position_ids is None:
+            cos, sin = self.rope_cos[past:past + T], self.rope_sin[past:past + T]  # (T,hd/2) views
+        else:  # per-row positions: (B,T,hd/2) gathered, (B,1,T,hd/2) to broadcast over heads
+            cos, sin = self.rope_cos[position_ids].unsqueeze(1), self.rope_sin[position_ids].unsqueeze(1)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        mask = None if cache is None and attention_mask is None else decode_mask(attention_mask, past, T, x.device)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, cache, i, mask)
+        if cache is not None:
+            cache.advance(T)
+        if logits_to_keep:  # a prefill needs the last position only: skips (T-1) head matmuls
+            x = x[:, -logits_to_keep:]
         return self.lm_head(self.model.norm(x))  # (B,T,V)
 
     def num_params(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
