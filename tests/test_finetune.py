@@ -145,3 +145,30 @@ def test_max_examples_is_a_fixed_seeded_subset(task_file):
     a, b = subset(data.train, 50, seed=0), subset(data.train, 50, seed=0)
     assert a == b and len(a) == 50 and subset(data.train, 50, seed=1) != a
     assert subset(data.train, 10_000, seed=0) == data.train
+
+
+def test_generation_eval_during_training_and_evaluate_cli(pretrained, task_file, tmp_path, capsys):
+    import sacrebleu
+
+    out = tmp_path / "ft"
+    cfg = ft_config(out, str(pretrained), task_file, eval={"generate": True, "examples": 16, "max_new_tokens": 8},
+                    train={"best_metric": "bleu"})
+    cfg.task.metrics = ["bleu", "rouge"]
+    run_finetune(cfg)
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in evals] == [6, 12] and all("bleu" in r and "rouge" in r for r in evals)
+    assert (out / "best" / "model.safetensors").is_file()
+
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(out), "--task", str(task_file), "--split", "test", "--out", str(ev),
+                 "--eval.max_new_tokens=8", "--task.metrics=[bleu,chrf]"]) == 0
+    rows = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
+    scores = json.loads((ev / "scores.json").read_text())
+    assert len(rows) == 40 == scores["n"] and set(rows[0]) == {"source", "hypothesis", "references"}
+    hyps = [r["hypothesis"] for r in rows]
+    ref_bleu = sacrebleu.corpus_bleu(hyps, [[r["references"][0] for r in rows]]).score
+    assert scores["scores"]["bleu"]["score"] == pytest.approx(ref_bleu, abs=1e-9)
+    assert "nrefs:1" in scores["scores"]["bleu"]["signature"]
+    assert 1.0 < scores["perplexity"] < 320
+    assert "chrF" in capsys.readouterr().out

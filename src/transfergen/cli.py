@@ -70,6 +70,18 @@ def _generate_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", allow_abbrev=False, help="decode a task split and score it",
+                       description="Writes OUT/predictions.jsonl and OUT/scores.json. Decoding is set "
+                                   "with --eval.num_beams=4, --eval.max_new_tokens=64, ...")
+    p.add_argument("--model", required=True, help="a run folder or any local HF causal-LM folder")
+    p.add_argument("--task", required=True, metavar="TASK.yaml")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    p.add_argument("--text", nargs="+", metavar="FILE", help="also report perplexity on these text files")
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", allow_abbrev=False, help="the main job: pretrain on package-shipped news and report",
                        description="Runs end to end on a fresh machine with data that a PyPI package "
@@ -86,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub)
     _demo_parser(sub)
     add_score_parser(sub)
+    _evaluate_parser(sub)
     return parser
 
 
@@ -178,6 +191,28 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import EvalConfig, TaskConfig, from_dict, merge, parse_overrides, to_dict
+    from .data.tasks import load_task_file
+    from .evaluate import run_evaluate
+
+    overrides = parse_overrides(rest)
+    unknown = set(overrides) - {"eval", "task"}
+    if unknown:
+        raise UserError(f"evaluate takes --eval.* and --task.* overrides, not --{sorted(unknown)[0]}.*")
+    task = from_dict(TaskConfig, merge(to_dict(load_task_file(args.task)), overrides.get("task", {})),
+                     prefix="task.")
+    ecfg = from_dict(EvalConfig, overrides.get("eval", {}), prefix="eval.")
+    result = run_evaluate(args.model, task, args.split, args.out, ecfg, limit=args.limit, text=args.text)
+    print(f"{task.name} {args.split} ({result['n']} examples), perplexity {result['perplexity']:.2f}")
+    if "text_perplexity" in result:
+        print(f"text perplexity {result['text_perplexity']:.2f}")
+    for s in result["scores"].values():
+        print(f"{s['name']:>8} {s['score']:8.2f}  {s['signature']}")
+    print(f"-> {args.out}/predictions.jsonl, {args.out}/scores.json")
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserError(f"unexpected argument(s) for score: {' '.join(rest)}")
@@ -187,6 +222,7 @@ def _cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate,
+            "evaluate": _cmd_evaluate,
             "demo": _cmd_demo, "score": _cmd_score}
 
 

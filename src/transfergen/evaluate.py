@@ -97,7 +97,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: EvalConfig,
-                 limit: int | None = None) -> dict:
+                 limit: int | None = None, text: list[str] | None = None) -> dict:
     """Decode and score `split` of `task` with the model at `model_dir`; write the results."""
     from .model import load_model
 
@@ -111,6 +111,8 @@ def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: E
               "perplexity": task_perplexity(model, tok, task, examples, ecfg.batch_size),
               "scores": {name: s.to_dict() for name, s in scores.items()},
               "decoding": dataclasses.asdict(generation_config(ecfg))}
+    if text:
+        result["text_perplexity"] = text_perplexity(model, tok, text, min(256, model.max_seq_len or 256))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps({"source": ex.source, "hypothesis": h, "references": ex.references}, ensure_ascii=False)
