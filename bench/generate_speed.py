@@ -24,7 +24,8 @@ import torch
 
 from transfergen.config import ModelConfig
 from transfergen.generate import GenerationConfig, generate
-from transfergen.model import build_model, hf_config, resolve_shape
+from transfergen.model import build_model, resolve_shape
+from transfergen.hub import hf_config
 
 VOCAB, BOS, PAD = 8192, 1, 0
 CASES = [(1, 1), (1, 4), (32, 1), (32, 4)]  # (batch, num_beams)

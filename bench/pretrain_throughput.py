@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from transfergen.config import ModelConfig, TrainConfig
-from transfergen.model import build_model, hf_config, resolve_shape
+from transfergen.model import build_model, resolve_shape
+from transfergen.hub import hf_config
 from transfergen.train import train
 
 VOCAB = 8192

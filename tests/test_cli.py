@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from transfergen.cli import main
-from transfergen.model import load_model
+from transfergen.hub import load_model
 
 TINY_FLAGS = ["--model.preset=tiny", "--model.d_model=64", "--model.n_layer=2", "--model.d_ff=128",
               "--model.max_seq_len=64", "--tokenizer.vocab_size=320", "--train.batch_size=4",

@@ -12,7 +12,8 @@ from transfergen.cli import main
 from transfergen.config import ModelConfig
 from transfergen.generate import GenerationConfig, generate, generate_text, sample
 from transfergen.layers import KVCache
-from transfergen.model import HFCausalLM, build_model, resolve_shape, save_model
+from transfergen.model import HFCausalLM, build_model, resolve_shape
+from transfergen.hub import save_model
 
 V, BOS, EOS, PAD = 97, 1, 2, 0
 TOK = types.SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD)  # all generate needs for id prompts
@@ -193,7 +194,7 @@ def run_folder(tmp_path_factory):
 
 
 def test_sample_and_generate_text(run_folder):
-    from transfergen.model import load_model
+    from transfergen.hub import load_model
 
     folder, tok = run_folder
     model = load_model(folder)

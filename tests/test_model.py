@@ -10,9 +10,8 @@ import torch
 
 from transfergen.config import ModelConfig
 from transfergen.errors import UserError
-from transfergen.model import (
-    PRESETS, HFCausalLM, ModelShape, TransferGenLM, build_model, load_model, resolve_shape, save_model,
-)
+from transfergen.hub import load_model, save_model
+from transfergen.model import PRESETS, HFCausalLM, ModelShape, TransferGenLM, build_model, resolve_shape
 
 V = 97
 
@@ -107,7 +106,7 @@ def test_gpt2_loads_as_hf_wrapper(tmp_path):
 def test_untied_llama_falls_back_to_hf(tmp_path):
     from transformers import LlamaForCausalLM
 
-    from transfergen.model import hf_config
+    from transfergen.hub import hf_config
 
     cfg = hf_config(tiny_shape())
     cfg.tie_word_embeddings = False

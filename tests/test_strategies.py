@@ -10,7 +10,8 @@ import torch
 
 from transfergen.config import StrategyConfig, TrainConfig
 from transfergen.errors import ConfigError, UserError
-from transfergen.model import ModelShape, TransferGenLM, build_model, load_model, save_model
+from transfergen.model import ModelShape, TransferGenLM, build_model
+from transfergen.hub import load_model, save_model
 from transfergen.strategies import (STRATEGIES, apply_strategy, l2sp_penalty, merge_lora, model_layout,
                                     unfrozen_blocks)
 from transfergen.train import train

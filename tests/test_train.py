@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import transfergen.model as model_mod
+import transfergen.hub as model_mod
 import transfergen.train as train_mod
 from transfergen.checkpoint import latest_checkpoint, list_checkpoints
 from transfergen.errors import UserError
-from transfergen.model import load_model
+from transfergen.hub import load_model
 from transfergen.pretrain import run_pretrain
 
 from conftest import tiny_config

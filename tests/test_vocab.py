@@ -9,7 +9,8 @@ import torch
 from transformers import AutoTokenizer
 
 from transfergen.errors import UserError
-from transfergen.model import HFCausalLM, ModelShape, TransferGenLM, build_model, load_model, save_model
+from transfergen.model import HFCausalLM, ModelShape, TransferGenLM, build_model
+from transfergen.hub import load_model, save_model
 from transfergen.tokenizer import TextTokenizer
 from transfergen.vocab import (
     add_tokens, extend_vocabulary, init_rows_from_pieces, learn_new_tokens, resize_embeddings,

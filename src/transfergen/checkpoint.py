@@ -73,7 +73,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     With `export`, the HF folder holds `export(model)` (e.g. LoRA merged) and the raw
     training weights go to training_weights.safetensors so a resume continues exactly.
     """
-    from .model import save_model
+    from .hub import save_model
 
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
 def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any,
               export: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
     """Replace RUN/best/ (an HF model folder) with `model`, never leaving no best behind."""
-    from .model import save_model
+    from .hub import save_model
 
     run_dir = Path(run_dir)
     best, tmp, old = run_dir / "best", run_dir / ".best.tmp", run_dir / ".best.old"

@@ -162,7 +162,7 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserError(f"unexpected argument(s) for generate: {' '.join(rest)}")
     from .generate import GenerationConfig, generate_text
-    from .model import load_model
+    from .hub import load_model
     from .tokenizer import TextTokenizer
 
     prompts = _read_prompts(args)

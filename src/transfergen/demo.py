@@ -48,7 +48,7 @@ def curve(run_dir: Path) -> list[tuple[int, float, float, float]]:
 def report(run_dir: Path, seed: int = 0) -> str:
     """Curve table and one sampled continuation per prompt, also saved as demo.md."""
     from .generate import sample
-    from .model import load_model
+    from .hub import load_model
     from .tokenizer import TextTokenizer
 
     lines = ["| step | tokens | minutes | val perplexity |", "|---:|---:|---:|---:|"]

@@ -99,7 +99,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: EvalConfig,
                  limit: int | None = None, text: list[str] | None = None) -> dict:
     """Decode and score `split` of `task` with the model at `model_dir`; write the results."""
-    from .model import load_model
+    from .hub import load_model
 
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")

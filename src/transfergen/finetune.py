@@ -24,7 +24,7 @@ from .data.readers import iter_documents
 from .data.seq2seq import TaskBatches, task_val_batches
 from .data.tasks import Example, TaskData, load_task
 from .errors import UserError
-from .model import load_model
+from .hub import load_model
 from .pretrain import build_initial_model, check_length, resolve_tokenizer
 from .session import Session, session
 from .strategies import apply_strategy

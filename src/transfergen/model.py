@@ -13,16 +13,11 @@ the training loop never has to know which one it holds.
 
 from __future__ import annotations
 
-import inspect
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import ModelConfig
 from .errors import ConfigError, UserError
@@ -240,30 +235,6 @@ class HFCausalLM(nn.Module):
         return 6.0 * n + attn
 
 
-# ---------------------------------------------------------------------------
-# Hugging Face format
-
-
-def hf_config(shape: ModelShape) -> Any:
-    """The `transformers.LlamaConfig` describing `shape` (tied, bias-free, plain RoPE)."""
-    from transformers import LlamaConfig
-
-    fields = set(inspect.signature(LlamaConfig).parameters) | set(getattr(LlamaConfig, "__annotations__", {}))
-    if "rope_parameters" in fields:  # transformers >= 5
-        rope = {"rope_parameters": {"rope_type": "default", "rope_theta": float(shape.rope_theta)}}
-    else:
-        rope = {"rope_theta": float(shape.rope_theta)}
-    return LlamaConfig(
-        architectures=["LlamaForCausalLM"], vocab_size=shape.vocab_size, hidden_size=shape.d_model,
-        intermediate_size=shape.d_ff, num_hidden_layers=shape.n_layer,
-        num_attention_heads=shape.n_head, num_key_value_heads=shape.n_kv_head,
-        head_dim=shape.head_dim, hidden_act="silu", max_position_embeddings=shape.max_seq_len,
-        initializer_range=shape.init_std, rms_norm_eps=shape.norm_eps, tie_word_embeddings=True,
-        attention_bias=False, mlp_bias=False, bos_token_id=shape.bos_token_id,
-        eos_token_id=shape.eos_token_id, pad_token_id=shape.pad_token_id, **rope,
-    )
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     """Strip torch.compile / DDP wrappers."""
     while True:
@@ -271,167 +242,3 @@ def _unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
-
-
-def save_model(model: nn.Module, out_dir: str | Path) -> None:
-    """Write `model` to `out_dir` in Hugging Face format (config, safetensors, generation config)."""
-    from transformers import GenerationConfig
-
-    model, out = _unwrap(model), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, TransferGenLM):
-        from safetensors.torch import save_file
-
-        s = model.shape
-        hf_config(s).save_pretrained(str(out))
-        # lm_head.weight *is* embed_tokens.weight; safetensors refuses shared storage and
-        # HF re-ties it from tie_word_embeddings, so it is left out.
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-        GenerationConfig(bos_token_id=s.bos_token_id, eos_token_id=s.eos_token_id,
-                         pad_token_id=s.pad_token_id).save_pretrained(str(out))
-    elif isinstance(model, HFCausalLM):
-        hf = model.hf
-        # transformers 5 always writes safetensors and dropped the flag
-        safe = "safe_serialization" in inspect.signature(hf.save_pretrained).parameters
-        hf.save_pretrained(str(out), **({"safe_serialization": True} if safe else {}))
-        if not (out / "generation_config.json").is_file():
-            GenerationConfig.from_model_config(hf.config).save_pretrained(str(out))
-    else:
-        raise TypeError(f"save_model: cannot save {type(model).__name__}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"unreadable {path.name}: {exc}", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path.name} must hold a JSON object", path=str(path))
-    return data
-
-
-def _llama_shape(c: dict) -> ModelShape | None:
-    """The ModelShape of a Llama config.json that TransferGenLM reproduces exactly, else None."""
-    if c.get("model_type") != "llama" or not c.get("tie_word_embeddings", False):
-        return None
-    if c.get("hidden_act", "silu") != "silu" or c.get("attention_bias") or c.get("mlp_bias"):
-        return None
-    if c.get("attention_dropout") or isinstance(c.get("eos_token_id"), list):
-        return None
-    rope = c.get("rope_parameters") or {}
-    scaling = c.get("rope_scaling") or {}
-    if rope.get("rope_type", "default") != "default" or set(rope) - {"rope_type", "rope_theta"}:
-        return None
-    if scaling.get("rope_type", scaling.get("type", "default")) != "default":
-        return None
-    try:
-        d, h = int(c["hidden_size"]), int(c["num_attention_heads"])
-        kv = int(c.get("num_key_value_heads") or h)
-        if d % h or h % kv or (d // h) % 2 or int(c.get("head_dim") or d // h) != d // h:
-            return None
-        return ModelShape(
-            vocab_size=int(c["vocab_size"]), n_layer=int(c["num_hidden_layers"]), d_model=d,
-            n_head=h, n_kv_head=kv, d_ff=int(c["intermediate_size"]),
-            max_seq_len=int(c.get("max_position_embeddings", 2048)),
-            rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
-            norm_eps=float(c.get("rms_norm_eps", 1e-6)), init_std=float(c.get("initializer_range", 0.02)),
-            bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"),
-            pad_token_id=c.get("pad_token_id"))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None  # unusual config: let transformers judge it
-
-
-def _read_safetensors(folder: Path) -> dict[str, torch.Tensor] | None:
-    """All tensors of `model.safetensors` or its sharded index; None when neither exists."""
-    from safetensors.torch import load_file
-
-    if (folder / "model.safetensors").is_file():
-        files = [folder / "model.safetensors"]
-    elif (folder / "model.safetensors.index.json").is_file():
-        index = _read_json(folder / "model.safetensors.index.json")
-        weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise UserError("model.safetensors.index.json has no weight_map", path=str(folder))
-        files = [folder / name for name in sorted(set(weight_map.values()))]
-    else:
-        return None
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        try:
-            state.update(load_file(str(f)))
-        except Exception as exc:  # missing shard, truncated or corrupt file
-            raise UserError(f"cannot read weights: {_first_line(exc)}", path=str(f)) from None
-    return state
-
-
-def _load_fast(folder: Path, shape: ModelShape, state: dict[str, torch.Tensor]) -> TransferGenLM:
-    """Build TransferGenLM and copy `state` in, checking names and shapes."""
-    model = TransferGenLM(shape)
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    state.pop("lm_head.weight", None)  # tied: the embedding is the head
-    expected = set(model.state_dict()) - {"lm_head.weight"}
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
-    if missing:
-        raise UserError(f"checkpoint is missing tensor '{missing[0]}' ({len(missing)} missing)",
-                        path=str(folder))
-    if unexpected:
-        raise UserError(f"checkpoint has unexpected tensor '{unexpected[0]}'", path=str(folder))
-    try:
-        model.load_state_dict(state, strict=False)  # copies in place, so the tie survives
-    except RuntimeError as exc:  # shape mismatch between config.json and the tensors
-        raise UserError(f"weights do not match config.json: {str(exc).splitlines()[-1].strip()}",
-                        path=str(folder)) from None
-    return model
-
-
-def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load a saved model folder: TransferGenLM for compatible Llama checkpoints, else HFCausalLM.
-
-    The result is in eval mode and cast to `dtype`.
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError("model folder not found", path=str(folder))
-    if not (folder / "config.json").is_file():
-        raise UserError("no config.json in model folder", path=str(folder))
-    shape = _llama_shape(_read_json(folder / "config.json"))
-    state = _read_safetensors(folder) if shape is not None else None
-    if shape is not None and state is not None:
-        return _load_fast(folder, shape, state).to(dtype).eval()
-    from transformers import AutoModelForCausalLM
-
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
-    except Exception as exc:  # unknown architecture, missing/corrupt weights, ...
-        raise UserError(f"cannot load model: {_first_line(exc)}", path=str(folder)) from None
-    return HFCausalLM(hf.to(dtype)).eval()
-
-
-def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
-    """Random weights in the architecture of the model folder at `path` (scratch baselines).
-
-    The transfer arm and its scratch baseline then differ only in the initial weights.
-    """
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise UserError("model.like: no config.json in model folder", path=str(folder))
-    shape = _llama_shape(_read_json(folder / "config.json"))
-    if shape is not None:
-        return build_model(shape, seed=seed)
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        return HFCausalLM(AutoModelForCausalLM.from_config(config))
-    except Exception as exc:  # unknown architecture, bad config
-        raise UserError(f"model.like: cannot build the architecture: {_first_line(exc)}",
-                        path=str(folder)) from None
-

@@ -20,7 +20,8 @@ from .data.packing import BlockSampler, get_batch, prepare_corpus, val_batches
 from .data.readers import iter_documents
 from .distributed import DistInfo, barrier
 from .errors import UserError
-from .model import build_like, build_model, load_model, resolve_shape
+from .model import build_model, resolve_shape
+from .hub import build_like, load_model
 from .session import session
 from .tokenizer import TextTokenizer
 from .train import train
