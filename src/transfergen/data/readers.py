@@ -99,8 +99,8 @@ def _iter_text(path: str | Path, doc_sep: str) -> Iterator[str]:
         yield "\n".join(para)
 
 
-def _iter_jsonl(path: str | Path, text_field: str) -> Iterator[str]:
-    """Documents of a JSONL file: the string `text_field` of each object."""
+def iter_json_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; errors name file:line."""
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
@@ -110,8 +110,13 @@ def _iter_jsonl(path: str | Path, text_field: str) -> Iterator[str]:
             raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
                             path=str(path), line=lineno) from None
         if not isinstance(obj, dict):
-            raise UserError(f"expected a JSON object with field '{text_field}', "
-                            f"got {type(obj).__name__}", path=str(path), line=lineno)
+            raise UserError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=lineno)
+        yield lineno, obj
+
+
+def _iter_jsonl(path: str | Path, text_field: str) -> Iterator[str]:
+    """Documents of a JSONL file: the string `text_field` of each object."""
+    for lineno, obj in iter_json_objects(path):
         if text_field not in obj:
             raise UserError(f"missing text field '{text_field}' (data.text_field)",
                             path=str(path), line=lineno)

@@ -15,7 +15,6 @@ file and, where there is one, the line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..config import TaskConfig, from_dict, load_yaml
 from ..errors import ConfigError, UserError
-from .readers import iter_lines
+from .readers import iter_json_objects, iter_lines
 
 SPLITS = ("train", "val", "test")
 LOSS_ON = ("target", "all")
@@ -133,16 +132,7 @@ def aligned_lines(paths: list[Path]) -> Iterator[tuple[int, tuple[str, ...]]]:
 def _jsonl_examples(path: str) -> list[Example]:
     """{"source", "target", optional "references": [...]} per line; blank lines skipped."""
     out = []
-    for lineno, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"invalid JSON ({exc.msg} at column {exc.colno})",
-                            path=path, line=lineno) from None
-        if not isinstance(obj, dict):
-            raise UserError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
+    for lineno, obj in iter_json_objects(path):
         for key in ("source", "target"):
             if not isinstance(obj.get(key), str):
                 what = "missing field" if key not in obj else "non-string field"
