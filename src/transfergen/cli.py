@@ -18,16 +18,21 @@ from .metrics.cli import add_score_parser
 EXIT_USER_ERROR = 2
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Flags every training command shares; `_run_config` reads them."""
+    p.add_argument("--config", action="append", default=[], metavar="YAML",
+                   help="config file(s), applied in order before the flags")
+    p.add_argument("--out", help="run folder (out)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+
+
 def _pretrain_parser(sub) -> None:
     p = sub.add_parser("pretrain", allow_abbrev=False, help="pretrain a causal LM on a corpus",
                        description="Pretrain (or continue pretraining) a causal LM. Any config key "
                                    "can be set as --section.key=value, e.g. --train.max_steps=60.")
-    p.add_argument("--config", action="append", default=[], metavar="YAML",
-                   help="config file(s), applied in order before the flags")
+    _run_args(p)
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="text / .gz / .jsonl files (data.corpus)")
-    p.add_argument("--out", help="run folder (out)")
     p.add_argument("--init", help="scratch, or a local HF causal-LM folder to continue from (init)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
 
 
 def _finetune_parser(sub) -> None:
@@ -36,13 +41,11 @@ def _finetune_parser(sub) -> None:
                                    "(entries joined by '+'); --init scratch trains the same "
                                    "architecture from random weights. Any config key can be set as "
                                    "--section.key=value, e.g. --strategy.lora_rank=16.")
-    p.add_argument("--config", action="append", default=[], metavar="YAML")
+    _run_args(p)
     p.add_argument("--init", required=True, help="a pretrained model folder, or scratch")
     p.add_argument("--task", required=True, metavar="TASK.yaml", help="the task file (task section)")
     p.add_argument("--strategy", help="full | freeze | gradual | discriminative | reinit | lora | l2sp, "
                                       "or a '+' composition")
-    p.add_argument("--out", help="run folder (out)")
-    p.add_argument("--resume", action="store_true")
 
 
 def _generate_parser(sub) -> None:

@@ -103,10 +103,11 @@ def run_pretrain(cfg: RunConfig) -> dict:
     with session(cfg) as s:
         tok = resolve_tokenizer(cfg, s.run_dir, s.info)
         cache = Path(cfg.data.cache_dir or s.run_dir / "data")
-        if s.info.is_main:  # rank 0 tokenizes; the others then reuse its cache
-            prepare_corpus(cfg.data, tok, cache)
+        if s.info.is_main:  # rank 0 tokenizes; the others then map its cache
+            splits = prepare_corpus(cfg.data, tok, cache)
         barrier(s.info)
-        splits = prepare_corpus(cfg.data, tok, cache)
+        if not s.info.is_main:
+            splits = prepare_corpus(cfg.data, tok, cache)
         model = build_initial_model(cfg, tok)
         check_length(model, cfg.train.seq_len, "train.seq_len")
         if s.last_checkpoint is not None:
