@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .decode import PackedLM, pack
 from .layers import KVCache
 from .model import HFCausalLM, TransferGenLM, _unwrap
 
@@ -50,6 +51,7 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0  # 0 = off
     batch_size: int = 32  # prompts per forward (each expands to num_beams rows)
     seed: int | None = None  # sampling RNG; None = torch's global RNG
+    fused: bool = True  # decode on fused, transposed weight copies (decode.py): faster, 2x weight memory
 
     def validate(self) -> None:
         """Raise UserError for settings transformers would reject (or we do not support)."""
@@ -126,11 +128,10 @@ class _Decoder:
     An unpadded batch passes no mask and no positions (slot = position), the cheapest path.
     """
 
-    def __init__(self, model: TransferGenLM, ids: torch.Tensor, mask: torch.Tensor, budget: int):
+    def __init__(self, model: TransferGenLM | PackedLM, ids: torch.Tensor, mask: torch.Tensor, budget: int):
         s, N, P = model.shape, ids.shape[0], ids.shape[1]
         self.model, self.P = model, P
-        dtype = model.model.embed_tokens.weight.dtype
-        self.cache = KVCache(s.n_layer, N, s.n_kv_head, P + budget, s.head_dim, dtype, ids.device)
+        self.cache = KVCache(s.n_layer, N, s.n_kv_head, P + budget, s.head_dim, model.dtype, ids.device)
         self.padded = not bool(mask.all())
         self.mask = torch.cat([mask, mask.new_ones(N, budget)], 1)  # (N,P+budget): new tokens are real
         self.lens = mask.sum(-1)  # (N,): real prompt tokens = position of the first new token
@@ -159,7 +160,7 @@ def _strip(tokens: list[int], eos: int | None) -> list[int]:
 
 
 @torch.no_grad()
-def _greedy_or_sample(model: TransferGenLM, ids: torch.Tensor, mask: torch.Tensor, budget: int,
+def _greedy_or_sample(model: TransferGenLM | PackedLM, ids: torch.Tensor, mask: torch.Tensor, budget: int,
                       cfg: GenerationConfig, eos: int | None, pad: int,
                       gen: torch.Generator | None) -> list[list[int]]:
     """One token per row per step; finished rows emit pad (as transformers) until all are done."""
@@ -188,7 +189,7 @@ def _greedy_or_sample(model: TransferGenLM, ids: torch.Tensor, mask: torch.Tenso
 
 
 @torch.no_grad()
-def _beam_search(model: TransferGenLM, ids: torch.Tensor, mask: torch.Tensor, budget: int,
+def _beam_search(model: TransferGenLM | PackedLM, ids: torch.Tensor, mask: torch.Tensor, budget: int,
                  cfg: GenerationConfig, eos: int | None, pad: int) -> list[list[int]]:
     """transformers' vectorised beam search (`_beam_search`, 5.x), step for step.
 
@@ -334,6 +335,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]] | 
     gen = torch.Generator(device).manual_seed(cfg.seed) if cfg.seed is not None else None
     was_training, out = model.training, [[] for _ in rows]
     model.eval()
+    lm = pack(model) if cfg.fused else model  # built once per call: weights are fixed meanwhile
     try:
         for budget, idx in _plan([len(r) for r in rows], getattr(model, "max_seq_len", None), cfg):
             ids, mask = _left_pad([rows[i] for i in idx], pad, device)
@@ -346,9 +348,9 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]] | 
                         torch.manual_seed(cfg.seed)
                     res = _hf_generate(hf, ids, mask, budget, cfg, eos, pad, getattr(tokenizer, "bos_id", None))
             elif cfg.num_beams > 1:
-                res = _beam_search(model, ids, mask, budget, cfg, eos, pad)
+                res = _beam_search(lm, ids, mask, budget, cfg, eos, pad)
             else:
-                res = _greedy_or_sample(model, ids, mask, budget, cfg, eos, pad, gen)
+                res = _greedy_or_sample(lm, ids, mask, budget, cfg, eos, pad, gen)
             for i, r in zip(idx, res):
                 out[i] = r
     finally:

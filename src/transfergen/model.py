@@ -142,6 +142,10 @@ class TransferGenLM(nn.Module):
     def vocab_size(self) -> int:
         return self.shape.vocab_size
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 logits_to_keep: int = 0) -> torch.Tensor:
