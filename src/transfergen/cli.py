@@ -1,4 +1,4 @@
-"""Command line: `transfergen pretrain | finetune | generate | demo | score ...`.
+"""Command line: `transfergen pretrain | finetune | generate | evaluate | score | study | analyze | demo`.
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
@@ -11,11 +11,10 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 
-from .errors import UserError
+from .errors import EXIT_USER_ERROR, UserError
 from .metrics.cli import add_score_parser
-
-EXIT_USER_ERROR = 2
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -92,6 +91,34 @@ def _demo_parser(sub) -> None:
     p.add_argument("--out", help="run folder (default runs/demo); re-running resumes it")
 
 
+def _study_parser(sub) -> None:
+    p = sub.add_parser("study", allow_abbrev=False, help="arms x sizes x seeds under one budget, then a report",
+                       description="Runs every unfinished run of STUDY.yaml (finished runs are skipped, "
+                                   "killed ones resume), then writes OUT/report.md and OUT/report.html. "
+                                   "Study keys can be overridden as --key=value (e.g. --workers=2).")
+    p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("--out", required=True, help="the study folder")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
+
+
+def _analyze_parser(sub) -> None:
+    p = sub.add_parser("analyze", allow_abbrev=False, help="why transfer worked: domain mismatch, layer change")
+    what = p.add_subparsers(dest="what", required=True)
+    d = what.add_parser("domain", allow_abbrev=False, help="pretraining corpus vs target corpus",
+                        description="CORPUS: a task YAML, or comma-separated text/JSONL files or pkg: names.")
+    d.add_argument("--source", required=True, metavar="CORPUS")
+    d.add_argument("--target", required=True, metavar="CORPUS")
+    d.add_argument("--model", help="a run folder: adds fertility, unknown rate and perplexities")
+    d.add_argument("--lang", default="en", help="word segmentation (zh: jieba)")
+    d.add_argument("--out", help="also write the report as JSON here")
+    l_ = what.add_parser("layers", allow_abbrev=False, help="per-layer weight change and CKA after fine-tuning")
+    l_.add_argument("--pretrained", required=True)
+    l_.add_argument("--finetuned", required=True)
+    l_.add_argument("--task", required=True, metavar="TASK.yaml", help="target inputs: its test sources")
+    l_.add_argument("--examples", type=int, default=32)
+    l_.add_argument("--out", help="also write the report as JSON here")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transfergen", description=__doc__.splitlines()[0],
                                      allow_abbrev=False)
@@ -102,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     add_score_parser(sub)
     _evaluate_parser(sub)
+    _study_parser(sub)
+    _analyze_parser(sub)
     return parser
 
 
@@ -224,9 +253,59 @@ def _cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
     return run_score(args)
 
 
+def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import parse_overrides
+    from .report import write_report
+    from .study import load_study, run_study
+
+    cfg = load_study(args.study, parse_overrides(rest))
+    failed = [] if args.report_only else run_study(cfg, args.out)
+    rep = write_report(cfg, args.out, failed)
+    print("\n| " + " | ".join(rep["header"][:6]) + " |")
+    for row in rep["table"]:
+        print("| " + " | ".join(str(c) for c in row[:6]) + " |")
+    print(f"\nreport: {rep['html']} (and {rep['md']})")
+    if failed:
+        print(f"transfergen: error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace, rest: list[str]) -> int:
+    import json
+
+    if rest:
+        raise UserError(f"unexpected argument(s) for analyze: {' '.join(rest)}")
+    if args.what == "domain":
+        from .analysis.domain import domain_report, format_domain, load_corpus
+
+        tok = model = None
+        if args.model:
+            from .hub import load_model
+            from .tokenizer import TextTokenizer
+
+            tok, model = TextTokenizer.load(args.model), load_model(args.model)
+        rep = domain_report(load_corpus(args.source, "source"), load_corpus(args.target, "target"),
+                            lang=args.lang, tokenizer=tok, model=model)
+        print("\n".join(format_domain(rep)))
+    else:
+        from .analysis.layers import layer_report
+        from .data.tasks import load_task, load_task_file
+
+        texts = [ex.source for ex in load_task(load_task_file(args.task)).test[:args.examples]]
+        rep = layer_report(args.pretrained, args.finetuned, texts)
+        print("| layer | relative weight change | CKA |\n|---|---:|---:|")
+        cka = {c["name"]: c["cka"] for c in rep["cka"]}
+        for w in rep["weight_change"]:
+            print(f"| {w['name']} | {w['relative_change']:.4f} | {cka.get(w['name'], float('nan')):.3f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
 COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate,
             "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo, "score": _cmd_score}
+            "demo": _cmd_demo, "score": _cmd_score, "study": _cmd_study, "analyze": _cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

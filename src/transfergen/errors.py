@@ -22,3 +22,6 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A bad configuration key or value."""
+
+
+EXIT_USER_ERROR = 2  # the exit status of every one-line user error

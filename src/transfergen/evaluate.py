@@ -22,7 +22,7 @@ from .data.seq2seq import prompt_ids, task_val_batches
 from .data.tasks import Example, load_task
 from .errors import UserError
 from .generate import GenerationConfig, generate
-from .metrics import compute
+from .metrics import compute, flatten
 from .tokenizer import TextTokenizer
 from .train import evaluate_loss
 
@@ -85,8 +85,7 @@ def eval_hook(tok: TextTokenizer, task: TaskConfig, examples: list[Example],
     subset, gcfg = examples[:ecfg.examples], generation_config(ecfg)
 
     def evaluate(model: torch.nn.Module) -> dict:
-        scores = score(predict(model, tok, task, subset, gcfg), subset, task)
-        return {name: s.score for name, s in scores.items()}
+        return flatten(score(predict(model, tok, task, subset, gcfg), subset, task))
     return evaluate
 
 

@@ -153,13 +153,18 @@ class _Run:
     metrics: MetricsLog
     state: dict[str, Any]
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """The model's training-FLOPs estimate; 6 x parameters for a model without one."""
+        fn = getattr(self.raw, "flops_per_token", None)
+        return fn(seq_len) if fn else 6.0 * sum(p.numel() for p in self.raw.parameters())
+
 
 def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups, resume: bool,
            info: DistInfo, device: torch.device) -> _Run:
     model.to(device)
     groups = groups if groups is not None else default_param_groups(model, cfg.lr, cfg.weight_decay)
     optimizer = build_optimizer(groups, cfg)
-    state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0}
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "flops": 0.0, "elapsed_s": 0.0}
     last = ckpt.latest_checkpoint(run_dir) if resume else None
     ckpt.recover_best(run_dir)
     if last is not None:
@@ -179,13 +184,17 @@ def _say(info: DistInfo, msg: str) -> None:
 
 
 def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
-                device: torch.device) -> tuple[float, float, int]:
-    """One optimizer update over `grad_accum` micro-batches -> (loss, grad norm, tokens)."""
+                device: torch.device) -> tuple[float, float, int, float]:
+    """One optimizer update over `grad_accum` micro-batches -> (loss, grad norm, tokens, FLOPs).
+
+    FLOPs are the model's estimate (6N + attention per token, `flops_per_token`) at the
+    batch's own length: fine-tuning batches are padded to their longest example.
+    """
     step = run.state["step"]
     for fn in hooks.on_step:
         fn(step, run.optimizer)
     apply_lr(run.optimizer, run.schedule(step))
-    total, tokens = 0.0, 0
+    total, tokens, flops = 0.0, 0, 0.0
     for micro in range(cfg.grad_accum):
         x, y = batches.next_batch()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -198,10 +207,11 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
         (loss / cfg.grad_accum).backward()
         total += float(loss.detach()) / cfg.grad_accum
         tokens += x.numel()
+        flops += x.numel() * run.flops_per_token(x.shape[1])
     norm = clip_gradients(run.raw.parameters(), cfg.grad_clip)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return total, norm, tokens
+    return total, norm, tokens, flops
 
 
 def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainConfig, info: DistInfo,
@@ -213,7 +223,7 @@ def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainC
 
 
 def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device, hooks: Hooks) -> dict:
-    record = {"step": run.state["step"], "tokens": run.state["tokens"],
+    record = {"step": run.state["step"], "tokens": run.state["tokens"], "flops": run.state.get("flops", 0.0),
               "elapsed_s": round(run.state["elapsed_s"], 2)}
     if val:
         loss = evaluate_loss(run.raw, val, device, cfg.dtype) if info.is_main else float("nan")
@@ -278,10 +288,11 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
     start, start_elapsed = time.perf_counter(), run.state["elapsed_s"]
     window_t, window_tokens = time.perf_counter(), 0
     while run.state["step"] < cfg.max_steps:
-        loss, norm, tokens = _train_step(run, batches, cfg, hooks, device)
+        loss, norm, tokens, flops = _train_step(run, batches, cfg, hooks, device)
         tokens *= info.world_size
         run.state["step"] += 1
         run.state["tokens"] += tokens
+        run.state["flops"] = run.state.get("flops", 0.0) + flops * info.world_size
         run.state["elapsed_s"] = start_elapsed + time.perf_counter() - start
         window_tokens += tokens
         step = run.state["step"]
@@ -291,7 +302,8 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
             window_t, window_tokens = now, 0
             lr = run.optimizer.param_groups[0]["lr"]
             run.metrics.write({"step": step, "loss": loss, "lr": lr, "grad_norm": norm,
-                               "tokens": run.state["tokens"], "tokens_per_s": tps,
+                               "tokens": run.state["tokens"], "flops": run.state.get("flops", 0.0),
+                               "tokens_per_s": tps,
                                "elapsed_s": round(run.state["elapsed_s"], 2)})
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
         bar.update(1)
@@ -300,7 +312,7 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
         if step % cfg.eval_every == 0 or step == cfg.max_steps or stop:
             rec = _eval_and_log(run, val, cfg, info, device, hooks)
             if info.is_main:
-                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "elapsed_s"))
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "flops", "elapsed_s"))
                 bar.write(f"[transfergen] step {step}: {shown}", file=sys.stderr)
             patience_out = any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
             if patience_out and not stop:

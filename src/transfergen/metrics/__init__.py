@@ -23,7 +23,7 @@ from .rouge import rouge
 
 METRICS: dict[str, Callable[..., Score]] = {"bleu": bleu, "chrf": chrf, "rouge": rouge, "cider": cider}
 
-__all__ = ["METRICS", "Score", "bleu", "chrf", "cider", "compute", "rouge"]
+__all__ = ["METRICS", "Score", "bleu", "chrf", "cider", "compute", "flatten", "rouge"]
 
 
 def compute(names: Sequence[str], hypotheses: Sequence[str], references: References, lang: str = "en",
@@ -35,3 +35,12 @@ def compute(names: Sequence[str], hypotheses: Sequence[str], references: Referen
     # Validate once up front so a bad input fails before any metric runs.
     hyps, refs = check_inputs(hypotheses, references)
     return {n: METRICS[n](hyps, refs, lang=lang, **dict((options or {}).get(n, {}))) for n in names}
+
+
+def flatten(scores: Mapping[str, Score]) -> dict[str, float]:
+    """{name: score} plus ROUGE's sub-scores (rouge1, rouge2, rougeL, rougeLsum) by name."""
+    out: dict[str, float] = {}
+    for name, s in scores.items():
+        out[name] = float(s.score)
+        out.update({k: float(v) for k, v in s.details.items() if k.startswith("rouge")})
+    return out

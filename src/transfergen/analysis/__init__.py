@@ -1,0 +1,1 @@
+"""Analyses of a transfer setting: how far the target domain is from the pretraining data."""

@@ -1,0 +1,385 @@
+"""A study's report: `report.md` plus a self-contained `report.html` (figures inlined).
+
+The report is built once as a list of blocks (heading, paragraph, table, figure) and
+rendered twice, so the Markdown and the HTML always say the same thing. It reads only
+what the runs wrote (`results.py`), so it can be rebuilt while runs are missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+from . import plots
+from .results import RunResult, _scratch_arm, baseline, collect, higher_is_better, mean_curves, primary_metric, summarize
+from .study import StudyConfig, pretrain_cost, pretrained_dir
+
+
+class Doc:
+    """Blocks of a report: ("h", level, text) | ("p", text) | ("table", header, rows) | ("fig", path, caption)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list]) -> None:
+        self.blocks.append(("table", header, [[str(c) for c in r] for r in rows]))
+
+    def md(self, lines: list[str]) -> None:
+        """Markdown lines (paragraphs, '- ' lists, '|' tables) from another module."""
+        self.blocks.append(("md", lines))
+
+    def fig(self, path: Path, caption: str) -> None:
+        if path.is_file():
+            self.blocks.append(("fig", path, caption))
+
+    def markdown(self, root: Path) -> str:
+        out = []
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append("#" * b[1] + " " + b[2])
+            elif b[0] == "p":
+                out.append(b[1])
+            elif b[0] == "md":
+                out.append("\n".join(b[1]))
+            elif b[0] == "table":
+                cell = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+                lines = ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                out.append("\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in b[2]]))
+            else:
+                out.append(f"![{b[2]}]({b[1].relative_to(root).as_posix()})\n\n*{b[2]}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        body = []
+        for b in self.blocks:
+            if b[0] == "h":
+                body.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                body.append(f"<p>{html.escape(b[1])}</p>")
+            elif b[0] == "md":
+                body.append(_md_html(b[1]))
+            elif b[0] == "table":
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in b[1])
+                rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b[2])
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            else:
+                data = base64.b64encode(b[1].read_bytes()).decode()
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
+                            f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _md_html(lines: list[str]) -> str:
+    """The small Markdown subset `Doc.md` takes: '|' tables, '- ' lists, plain lines."""
+    out, i = [], 0
+    while i < len(lines):
+        j = i
+        if lines[i].startswith("|"):
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            cells = [[c.strip() for c in row.strip("|").split("|")] for row in lines[i:j] if "---" not in row]
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif lines[i].startswith("- "):
+            while j < len(lines) and lines[j].startswith("- "):
+                j += 1
+            out.append("<ul>" + "".join(f"<li>{html.escape(x[2:])}</li>" for x in lines[i:j]) + "</ul>")
+        else:
+            j = i + 1
+            if lines[i].strip():
+                out.append(f"<p>{html.escape(lines[i])}</p>")
+        i = j
+    return "".join(out)
+
+
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;"
+       "padding:3px 7px;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}"
+       "figcaption{color:#555;font-size:13px}")
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float) and (abs(x) >= 1e6):
+        return f"{x:.2e}"
+    return f"{x:,.{digits}f}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _reach(row: dict, key: str, scratch_arm: str | None) -> str:
+    if row["arm"] == scratch_arm:
+        return "(reference)"
+    hit = row.get(f"reach_{key}", "n/a")
+    if hit == "n/a":
+        return "-"
+    if hit is None:
+        return "not reached"
+    return f"step {hit['step']} ({hit['speedup_steps']:.1f}x steps, {hit['speedup_flops']:.1f}x FLOPs)"
+
+
+def summary_table(rows: list[dict], metric: str, base: dict | None,
+                  scratch_arm: str | None) -> tuple[list[str], list[list]]:
+    """The summary table (also printed by the CLI)."""
+    header = ["size", "arm", f"test {metric} (mean ± std, seeds)", "test ppl", "final val loss",
+              "trainable params", "steps", "FLOPs target", "FLOPs incl. pretraining", "train s",
+              "reaches scratch's val loss", f"reaches scratch's val {metric}"]
+    out = []
+    for r in rows:
+        t = r["test"]
+        out.append([r["train_examples"] or r["size"] or "all", r["arm"], f"{t['mean']:.2f} ± {t['std']:.2f} ({t['n']})",
+                    _fmt(r["test_ppl"]), _fmt(r["final_val_loss"], 3), _fmt(r["trainable_params"]), r["steps"],
+                    _fmt(r["flops_target"]), _fmt(r["flops_total"]), _fmt(r["train_s"], 0),
+                    _reach(r, "val_loss", scratch_arm), _reach(r, metric, scratch_arm)])
+    if base is not None:
+        out.append(["same test set", base["label"], f"{base['scores'].get(metric, float('nan')):.2f}",
+                    "-", "-", "0", "0", "0", "0", "0", "-", "-"])
+    return header, out
+
+
+def findings(rows: list[dict], metric: str, base: dict | None, scratch_arm: str | None) -> list[str]:
+    """Plain sentences: each arm against scratch, and whether the arms beat the baseline.
+
+    A difference counts as real only with >= 2 seeds per side and a gap larger than
+    twice the larger standard deviation; otherwise the report says it cannot tell.
+    """
+    out, scratch = [], {r["size"]: r for r in rows if r["arm"] == scratch_arm}
+    better = 1 if higher_is_better(metric) else -1
+    for r in rows:
+        s = scratch.get(r["size"])
+        if s is None or r is s:
+            continue
+        gap = (r["test"]["mean"] - s["test"]["mean"]) * better
+        n = min(r["test"]["n"], s["test"]["n"])
+        noise = 2 * max(r["test"]["std"], s["test"]["std"])
+        verdict = ("real" if n >= 2 and abs(gap) > noise else
+                   "within seed noise" if n >= 2 else "one seed: not separable from noise")
+        word = f"better than {s['arm']} by" if gap > 0 else f"worse than {s['arm']} by" if gap < 0 \
+            else f"level with {s['arm']}:"
+        out.append(f"n={r['train_examples']}: {r['arm']} is {word} {abs(gap):.2f} {metric} "
+                   f"({verdict}); final val loss {r['final_val_loss']:.3f} vs {s['final_val_loss']:.3f}.")
+    if base is not None and rows:
+        b = base["scores"].get(metric, float("nan"))
+        beat = [r["arm"] for r in rows if (r["test"]["mean"] - b) * better > 0]
+        out.append(f"Trivial baseline ({base['label']}): {metric} {b:.2f}. "
+                   + (f"Arms above it: {', '.join(sorted(set(beat)))}." if beat else "No arm beats it."))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# sections
+
+
+def _intro(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], n_planned: int) -> None:
+    from .data.tasks import load_task_file
+
+    task = load_task_file(cfg.task)
+    r0 = results[0].run.cfg if results else None
+    doc.h(1, f"Study: {cfg.name}")
+    doc.p(f"Task {task.name} ({task.source_lang} -> {task.target_lang}, metrics {', '.join(task.metrics)}); "
+          f"transfer arms start from {pretrained_dir(cfg, out)}. Arms: {', '.join(a['name'] for a in cfg.arms)}; "
+          f"training-set sizes: {', '.join(str(s or 'all') for s in cfg.sizes)}; seeds: {cfg.seeds}. "
+          f"{len(results)} of {n_planned} runs finished.")
+    if r0 is not None:
+        e = r0.eval
+        doc.p(f"Every arm: {r0.train.max_steps} steps (compute-matched arms more), batch {r0.train.batch_size}, "
+              f"lr {r0.train.lr} ({r0.train.schedule}), the same model shape and tokenizer; decoding: "
+              f"{'greedy' if e.num_beams == 1 else f'beam {e.num_beams}'}, at most {e.max_new_tokens} new tokens, "
+              f"no_repeat_ngram_size {e.no_repeat_ngram_size}, repetition_penalty {e.repetition_penalty}. "
+              f"Test scores on {results[0].done['test_n']} test examples; validation curves on "
+              f"{e.examples} validation examples.")
+
+
+def _compute(doc: Doc, cfg: StudyConfig, out: Path) -> None:
+    pre = pretrain_cost(pretrained_dir(cfg, out))
+    doc.h(2, "Compute")
+    if pre is None:
+        doc.p("The pretrained model came from elsewhere (no training log): its cost is unknown, so "
+              "'FLOPs incl. pretraining' equals the target-task FLOPs.")
+        return
+    doc.p(f"Pretraining cost that every transfer arm inherits: {pre['steps']:,} steps, {pre['tokens']:,} tokens, "
+          f"{pre['flops']:.2e} FLOPs, {pre['elapsed_s'] / 60:.1f} min. 'FLOPs target' counts the fine-tuning "
+          f"alone; 'FLOPs incl. pretraining' adds this for transfer arms. FLOPs are estimates: 6 x parameters "
+          f"(+ attention) per token, so frozen weights count as if they trained. A 'budget: matched' scratch "
+          f"arm gets the pretraining FLOPs as extra target-task steps.")
+
+
+def _curves(doc: Doc, results: list[RunResult], arms: list[str], metric: str, sizes: list, fig_dir: Path) -> None:
+    doc.h(2, "Learning curves")
+    doc.p("Mean over seeds at each evaluation. Validation loss is per target token (teacher forcing); "
+          f"validation {metric} decodes the fixed validation subset.")
+    for size in sizes:
+        curves = {"val_loss": mean_curves(results, size, "val_loss"), metric: mean_curves(results, size, metric)}
+        curves["time"] = _time_curves(results, size, metric)
+        path = fig_dir / f"curves_n{size or 'all'}.png"
+        plots.learning_curves(curves, arms, metric, path, f"training examples: {size or 'all'}")
+        doc.fig(path, f"Learning curves, {size or 'all'} training examples")
+
+
+def _time_curves(results: list[RunResult], size, metric: str) -> dict:
+    out: dict[str, list] = {}
+    for r in results:  # seed 0 (the first finished seed) per arm: wall time does not average well
+        if r.run.size == size and r.arm not in out:
+            out[r.arm] = [(c["step"], c["elapsed_s"], c[metric]) for c in r.curve if metric in c]
+    return out
+
+
+def _scores(doc: Doc, rows: list[dict], results: list[RunResult], arms: list[str], metric: str,
+            base: dict | None, fig_dir: Path) -> None:
+    per_seed: dict = {}
+    for r in results:
+        per_seed.setdefault((r.run.size, r.arm), []).append(r.done["test"].get(metric, float("nan")))
+    b = base["scores"].get(metric) if base else None
+    plots.final_scores(rows, arms, metric, per_seed, b, base["label"] if base else "", fig_dir / "final.png")
+    doc.fig(fig_dir / "final.png", f"Test {metric} per arm (bars: mean; dots: seeds; dashed: trivial baseline)")
+    if len({r["size"] for r in rows}) > 1:
+        plots.metric_vs_size(rows, arms, metric, b, fig_dir / "size.png")
+        doc.fig(fig_dir / "size.png", f"Test {metric} against training-set size (error bars: std over seeds)")
+
+
+def _layers(doc: Doc, results: list[RunResult], arms: list[str], fig_dir: Path) -> None:
+    largest = max((r.run.size or 10 ** 12 for r in results), default=None)
+    per_arm = {}
+    for r in results:
+        path = r.run.dir / "layers.json"
+        if (r.run.size or 10 ** 12) == largest and r.arm not in per_arm and path.is_file():
+            per_arm[r.arm] = json.loads(path.read_text(encoding="utf-8"))
+    if not per_arm:
+        return
+    doc.h(2, "Which layers changed")
+    plots.layer_change(per_arm, arms, fig_dir / "layers.png")
+    doc.fig(fig_dir / "layers.png", "Relative weight change per layer and linear CKA between pretrained and "
+                                    "fine-tuned hidden states on target inputs (largest size, first seed)")
+    rows = [[arm, " ".join(f"{w['relative_change']:.3f}" for w in rep["weight_change"]),
+             " ".join(f"{c['cka']:.2f}" for c in rep["cka"])] for arm, rep in per_arm.items()]
+    names = next(iter(per_arm.values()))
+    doc.table(["arm", "weight change: " + ", ".join(w["name"] for w in names["weight_change"]),
+               "CKA: " + ", ".join(c["name"] for c in names["cka"])], rows)
+
+
+def _samples(doc: Doc, results: list[RunResult], base: dict | None, n: int) -> None:
+    largest = max((r.run.size or 10 ** 12 for r in results), default=None)
+    preds: dict[str, list[dict]] = {}
+    for r in results:
+        if (r.run.size or 10 ** 12) == largest and r.arm not in preds:
+            lines = (r.run.dir / "test" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+            preds[r.arm] = [json.loads(x) for x in lines[:n]]
+    if not preds:
+        return
+    doc.h(2, "Sample generations (test set, largest size, first seed)")
+    first = next(iter(preds.values()))
+    header = ["source", "reference"] + list(preds) + ([base["label"]] if base else [])
+    rows = []
+    for i, ex in enumerate(first):
+        src = ex["source"] if len(ex["source"]) <= 300 else ex["source"][:300] + " ..."
+        row = [src, ex["references"][0]] + [preds[a][i]["hypothesis"] for a in preds]
+        rows.append(row + ([base["outputs"][i]] if base else []))
+    doc.table(header, rows)
+
+
+def _domain(doc: Doc, cfg: StudyConfig, out: Path) -> None:
+    """Domain mismatch between the pretraining corpus and the task (cached in domain.json)."""
+    from .analysis.domain import domain_report, format_domain, load_corpus
+    from .config import load_yaml
+    from .data.tasks import load_task_file
+    from .hub import load_model
+    from .tokenizer import TextTokenizer
+
+    pre, cache = pretrained_dir(cfg, out), out / "domain.json"
+    if not cache.is_file():
+        corpus = ((load_yaml(pre / "run_config.yaml").get("data") or {}).get("corpus") or []) \
+            if (pre / "run_config.yaml").is_file() else []
+        if not corpus:
+            return
+        task = load_task_file(cfg.task)
+        rep = domain_report(load_corpus(",".join(corpus), "source", max_docs=5000),
+                            load_corpus(cfg.task, "target", max_docs=5000), lang=task.target_lang,
+                            tokenizer=TextTokenizer.load(pre), model=load_model(pre))
+        cache.write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    doc.h(2, "Domain mismatch: pretraining corpus vs target task")
+    doc.p("Source = the pretraining corpus, target = the task's training texts (sources and targets). "
+          "Perplexities are the pretrained model's on held-out text of each side.")
+    doc.md(format_domain(json.loads(cache.read_text(encoding="utf-8"))))
+
+
+def _attention(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], fig_dir: Path) -> None:
+    """One attention map (last layer, head 0) on a test input: pretrained vs one transfer arm."""
+    from .analysis.layers import attention_map, plot_attention
+    from .data.seq2seq import prompt_ids
+    from .data.tasks import load_task
+    from .hub import load_model
+    from .model import TransferGenLM
+    from .tokenizer import TextTokenizer
+
+    tuned = next((r for r in results if r.run.arm.init != "scratch"), None)
+    if tuned is None:
+        return
+    pre = pretrained_dir(cfg, out)
+    tok = TextTokenizer.load(tuned.run.dir)
+    ex = load_task(tuned.run.cfg.task).test[0]
+    ids = prompt_ids(tok, tuned.run.cfg.task, ex.source)[-40:]  # the last 40 tokens keep the map legible
+    labels = [tok.decode([i]) or "·" for i in ids]
+    shown = False
+    for name, folder in (("pretrained", pre), (tuned.arm, tuned.run.dir)):
+        model = load_model(folder)
+        if not isinstance(model, TransferGenLM):
+            return
+        import torch
+
+        attn = attention_map(model, torch.tensor([ids]), layer=-1, head=0)
+        plot_attention(attn, labels, fig_dir / f"attention_{name}.png", f"{name}: last layer, head 0")
+        if not shown:
+            doc.h(2, "Attention on a test input")
+            shown = True
+        doc.fig(fig_dir / f"attention_{name}.png", f"Attention map of the {name} model (last layer, head 0)")
+
+
+def _runs(doc: Doc, runs: list, failed: list[str]) -> None:
+    doc.h(2, "Runs")
+    rows = [[r.id, "done" if r.done() else "failed" if r.id in failed else "not run", str(r.dir)] for r in runs]
+    doc.table(["run", "status", "folder"], rows)
+
+
+def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = None) -> dict:
+    """Write report.md, report.html and figures/ under `out`; returns paths and the summary."""
+    out = Path(out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    runs, results = collect(cfg, out)
+    metric = primary_metric(cfg, results)
+    rows = summarize(cfg, out, results, metric)
+    base = baseline(cfg, metric)
+    arms = [a["name"] for a in cfg.arms]
+    sizes = [s for s in cfg.sizes if any(r.run.size == s for r in results)]
+    doc = Doc()
+    _intro(doc, cfg, out, results, len(runs))
+    header, table = summary_table(rows, metric, base, _scratch_arm(cfg))
+    doc.h(2, "Summary")
+    doc.table(header, table)
+    doc.h(2, "What the numbers say")
+    doc.md([f"- {line}" for line in findings(rows, metric, base, _scratch_arm(cfg))])
+    _compute(doc, cfg, out)
+    if results:
+        _curves(doc, results, arms, metric, sizes, fig_dir)
+        _scores(doc, rows, results, arms, metric, base, fig_dir)
+        _domain(doc, cfg, out)
+        _layers(doc, results, arms, fig_dir)
+        _attention(doc, cfg, out, results, fig_dir)
+        _samples(doc, results, base, cfg.samples)
+    _runs(doc, runs, failed or [])
+    (out / "report.md").write_text(doc.markdown(out), encoding="utf-8")
+    (out / "report.html").write_text(doc.html(f"transfergen study: {cfg.name}"), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps({"metric": metric, "rows": rows, "baseline": base and {
+        k: base[k] for k in ("label", "scores")}}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"md": out / "report.md", "html": out / "report.html", "header": header, "table": table,
+            "metric": metric}

@@ -1,0 +1,155 @@
+"""A study's numbers: finished runs, their curves, per-arm summaries and speed-ups.
+
+Everything here reads files the runs wrote (done.json, metrics.jsonl, test/), so a
+report can be rebuilt at any time, also while some runs are still missing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .study import Run, StudyConfig, plan, pretrain_cost, pretrained_dir
+
+
+@dataclass
+class RunResult:
+    """A finished run: its done.json, its evaluation curve and its folder."""
+
+    run: Run
+    done: dict
+    curve: list[dict]  # metrics.jsonl records with val_loss, in step order
+
+    @property
+    def arm(self) -> str:
+        return self.run.arm.name
+
+
+def read_curve(run_dir: Path) -> list[dict]:
+    """Evaluation records (val_loss and generation metrics) of the run's latest history."""
+    by_step: dict[int, dict] = {}
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if "val_loss" in rec:
+            by_step[rec["step"]] = rec  # a resumed run rewrites steps after its checkpoint
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def collect(cfg: StudyConfig, out: Path) -> tuple[list[Run], list[RunResult]]:
+    """(every planned run, the finished ones with their numbers)."""
+    runs = plan(cfg, out)
+    done = [RunResult(r, json.loads((r.dir / "done.json").read_text(encoding="utf-8")), read_curve(r.dir))
+            for r in runs if r.done()]
+    return runs, done
+
+
+def primary_metric(cfg: StudyConfig, results: list[RunResult]) -> str:
+    """The study's headline metric: `metric`, else the first test score of the first run."""
+    if cfg.metric:
+        return cfg.metric
+    return next(iter(results[0].done["test"])) if results else "bleu"
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in ("val_loss", "val_ppl", "test_ppl")
+
+
+def _mean_curve(results: list[RunResult], key: str) -> list[tuple[int, float, float]]:
+    """(step, mean FLOPs, mean value) over seeds, at steps every seed evaluated."""
+    per_step: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in results:
+        for rec in r.curve:
+            if key in rec:
+                per_step[rec["step"]].append((rec.get("flops", 0.0), rec[key]))
+    n = len(results)
+    return [(s, statistics.fmean(f for f, _ in v), statistics.fmean(x for _, x in v))
+            for s, v in sorted(per_step.items()) if len(v) == n]
+
+
+def steps_to_reach(curve: list[tuple[int, float, float]], target: float, higher: bool) -> tuple[int, float] | None:
+    """First (step, FLOPs) at which the mean curve is at least as good as `target`."""
+    for step, flops, value in curve:
+        if (value >= target) if higher else (value <= target):
+            return step, flops
+    return None
+
+
+def _spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str) -> list[dict]:
+    """One row per (size, arm): test metric spread, compute, and the speed-up against scratch."""
+    pre = pretrain_cost(pretrained_dir(cfg, out))
+    groups: dict[tuple, list[RunResult]] = defaultdict(list)
+    for r in results:
+        groups[(r.run.size, r.arm)].append(r)
+    rows = []
+    for (size, arm), rs in groups.items():
+        scratch = groups.get((size, _scratch_arm(cfg)), [])
+        transfer = rs[0].run.arm.init != "scratch"
+        flops = statistics.fmean(r.done["flops"] for r in rs)
+        row = {"arm": arm, "size": size, "train_examples": rs[0].done.get("train_examples"),
+               "test": _spread([r.done["test"].get(metric, float("nan")) for r in rs]),
+               "test_ppl": statistics.fmean(r.done["test_ppl"] for r in rs),
+               "trainable_params": rs[0].done.get("trainable_params"), "steps": rs[0].done["steps"],
+               "flops_target": flops, "flops_total": flops + (pre["flops"] if transfer and pre else 0.0),
+               "train_s": statistics.fmean(r.done["train_s"] for r in rs), "transfer": transfer,
+               "final_val_loss": statistics.fmean(r.curve[-1]["val_loss"] for r in rs if r.curve)}
+        row.update(_speedups(rs, scratch, metric))
+        rows.append(row)
+    order = {a["name"]: i for i, a in enumerate(cfg.arms)}
+    return sorted(rows, key=lambda r: (r["size"] is None, r["size"] or 0, order.get(r["arm"], 99)))
+
+
+def _scratch_arm(cfg: StudyConfig) -> str | None:
+    return next((a["name"] for a in cfg.arms if a.get("init") == "scratch" and a.get("budget", "same") == "same"),
+                None)
+
+
+def _speedups(rs: list[RunResult], scratch: list[RunResult], metric: str) -> dict:
+    """Steps / FLOPs to reach scratch's final val loss and val metric, and the ratios."""
+    out: dict = {}
+    if not scratch or not all(r.curve for r in scratch + rs):
+        return out
+    budget_steps = scratch[0].done["steps"]
+    budget_flops = statistics.fmean(r.done["flops"] for r in scratch)
+    for key in ("val_loss", metric):
+        target = statistics.fmean(r.curve[-1][key] for r in scratch if key in r.curve[-1]) \
+            if all(key in r.curve[-1] for r in scratch) else None
+        if target is None:
+            continue
+        hit = steps_to_reach(_mean_curve(rs, key), target, higher_is_better(key))
+        out[f"reach_{key}"] = None if hit is None else {
+            "step": hit[0], "flops": hit[1], "target": target,
+            "speedup_steps": budget_steps / hit[0], "speedup_flops": budget_flops / max(hit[1], 1.0)}
+    return out
+
+
+def mean_curves(results: list[RunResult], size, key: str) -> dict[str, list[tuple[int, float, float]]]:
+    """arm -> mean curve of `key` at one training-set size."""
+    by_arm: dict[str, list[RunResult]] = defaultdict(list)
+    for r in results:
+        if r.run.size == size:
+            by_arm[r.arm].append(r)
+    return {arm: _mean_curve(rs, key) for arm, rs in by_arm.items()}
+
+
+def baseline(cfg: StudyConfig, metric: str) -> dict | None:
+    """The trivial baseline on the same test examples the runs decoded: label and scores."""
+    from .baselines import baseline_outputs, resolve_kind
+    from .data.tasks import load_task, load_task_file
+    from .evaluate import score
+    from .metrics import flatten
+
+    task = load_task_file(cfg.task)
+    if resolve_kind(cfg.baseline, task) == "none":
+        return None
+    data = load_task(task)
+    test = data.test[:cfg.test_examples]
+    label, hyps = baseline_outputs(cfg.baseline, task, data.train, test, cfg.lead_words)
+    return {"label": label, "scores": flatten(score(hyps, test, task)), "outputs": hyps}

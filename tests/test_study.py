@@ -1,0 +1,122 @@
+"""Studies: a 2-arm x 1-size grid finishes, skips finished runs, resumes a killed one, and
+writes a report whose figures exist; baselines and the compute-matched budget."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from transfergen.baselines import baseline_outputs, mean_target_length
+from transfergen.cli import main
+from transfergen.config import TaskConfig
+from transfergen.data.tasks import Example
+from transfergen.errors import ConfigError
+from transfergen.study import load_study, plan
+
+from conftest import OBJECTS, SUBJECTS, VERBS, make_corpus, tiny_config
+
+
+@pytest.fixture(scope="module")
+def study_file(tmp_path_factory) -> Path:
+    """A tiny pretrained model, a toy task and a 2-arm study over them."""
+    from transfergen.pretrain import run_pretrain
+
+    root = tmp_path_factory.mktemp("study")
+    run_pretrain(tiny_config(make_corpus(root / "corpus.txt"), root / "pre", train={"max_steps": 30}))
+    rng = random.Random(1)
+    with open(root / "pairs.jsonl", "w") as fh:
+        for _ in range(200):
+            s, v, o = rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)
+            fh.write(json.dumps({"source": f"{s.capitalize()} {v} {o}", "target": f"{v} {o}."}) + "\n")
+    (root / "task.yaml").write_text(yaml.safe_dump({
+        "name": "toy", "reader": "jsonl", "path": str(root / "pairs.jsonl"), "prompt": "{source} =",
+        "metrics": ["rouge", "bleu"], "val_size": 30, "test_size": 20, "max_source_tokens": 16,
+        "max_target_tokens": 16}))
+    study = {"name": "toy", "task": str(root / "task.yaml"), "pretrained": str(root / "pre"),
+             "base": {"train": {"max_steps": 8, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "eval_every": 4,
+                                "save_every": 4, "log_every": 2, "eval_batches": 2, "threads": 1},
+                      "eval": {"examples": 6, "max_new_tokens": 6}},
+             "arms": [{"name": "scratch", "init": "scratch"}, {"name": "full"}],
+             "sizes": [60], "seeds": [0], "metric": "rouge1", "test_examples": 10, "samples": 3,
+             "analysis_texts": 4}
+    (root / "study.yaml").write_text(yaml.safe_dump(study))
+    return root / "study.yaml"
+
+
+def test_two_arm_study_finishes_resumes_and_reports(study_file, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["study", str(study_file), "--out", str(out)]) == 0
+    runs = {a: out / "runs" / a / "n60" / "s0" for a in ("scratch", "full")}
+    done = {a: json.loads((d / "done.json").read_text()) for a, d in runs.items()}
+    assert all(d["steps"] == 8 and d["train_examples"] == 60 and d["test_n"] == 10 for d in done.values())
+    assert all(0 <= d["test"]["rouge1"] <= 100 and d["flops"] > 0 for d in done.values())
+    assert (runs["full"] / "layers.json").is_file() and not (runs["scratch"] / "layers.json").exists()
+    for name in ("curves_n60.png", "final.png", "layers.png", "attention_pretrained.png", "attention_full.png"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## Summary" in md and "lead-" in md and "Jensen-Shannon" in md
+    assert page.count("data:image/png;base64,") >= 5 and "<table>" in page
+    printed = capsys.readouterr().out
+    assert "report: " in printed and "| scratch |" not in printed or "scratch" in printed
+
+    # A finished study is skipped entirely; done.json stays untouched.
+    stamp = {a: (d / "done.json").stat().st_mtime_ns for a, d in runs.items()}
+    assert main(["study", str(study_file), "--out", str(out)]) == 0
+    assert "2 already finished" in capsys.readouterr().out
+    assert {a: (d / "done.json").stat().st_mtime_ns for a, d in runs.items()} == stamp
+
+    # A run killed after its last checkpoint restarts from it: no step is trained again.
+    (runs["full"] / "done.json").unlink()
+    lines_before = (runs["full"] / "metrics.jsonl").read_text().count("\n")
+    assert main(["study", str(study_file), "--out", str(out)]) == 0
+    again = json.loads((runs["full"] / "done.json").read_text())
+    assert again["steps"] == 8 and again["test"] == done["full"]["test"]
+    steps = [json.loads(x).get("step") for x in (runs["full"] / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(8) <= 2 and (runs["full"] / "metrics.jsonl").read_text().count("\n") <= lines_before + 1
+
+
+def test_plan_matched_budget_and_bad_arms(study_file, tmp_path):
+    cfg = load_study(str(study_file), {"arms": [{"name": "scratch", "init": "scratch"}, {"name": "full"},
+                                                 {"name": "matched", "init": "scratch", "budget": "matched"}],
+                                       "seeds": [0, 1], "sizes": [20, 60], "seed_sizes": [20]})
+    runs = plan(cfg, tmp_path)
+    assert [r.id for r in runs][:3] == ["scratch/n20/s0", "full/n20/s0", "matched/n20/s0"]
+    assert len(runs) == 9  # 3 arms x (2 seeds at 20 + 1 seed at 60)
+    matched = [r for r in runs if r.arm.name == "matched"]
+    assert all(r.after == f"scratch/n{r.size}/s{r.seed}" for r in matched)
+    assert runs[0].cfg.model.like == runs[1].cfg.init  # scratch copies the pretrained shape
+    with pytest.raises(ConfigError, match="step budget is shared"):
+        plan(load_study(str(study_file), {"arms": [{"name": "a", "train": {"max_steps": 5}}]}), tmp_path)
+    with pytest.raises(ConfigError, match="unknown config key 'arms\\[0\\].lr'"):
+        plan(load_study(str(study_file), {"arms": [{"name": "a", "lr": 1}]}), tmp_path)
+
+
+def test_matched_steps_add_the_pretraining_flops(study_file, tmp_path):
+    from transfergen.study import matched_steps, pretrain_cost
+
+    cfg = load_study(str(study_file), {"arms": [{"name": "scratch", "init": "scratch"},
+                                                 {"name": "m", "init": "scratch", "budget": "matched"}]})
+    run = plan(cfg, tmp_path)[1]
+    partner = tmp_path / "partner"
+    partner.mkdir()
+    (partner / "done.json").write_text(json.dumps({"flops": 8e9, "steps": 8}))
+    pre = pretrain_cost(Path(cfg.pretrained))
+    assert pre["steps"] == 30 and pre["flops"] > 0
+    assert matched_steps(run, partner, pre) == 8 + -(-pre["flops"] // 1e9)
+
+
+def test_trivial_baselines():
+    train = [Example("a b c d e f", "x y z"), Example("g h", "u v w t u")]
+    en = TaskConfig(source_lang="en", target_lang="en")
+    assert mean_target_length(train, "en") == 4
+    label, hyps = baseline_outputs("auto", en, train, [Example("one two three four five six", "t")])
+    assert label == "lead-4 words" and hyps == ["one two three four"]
+    de = TaskConfig(source_lang="en", target_lang="de")
+    assert baseline_outputs("auto", de, train, train) == ("copy source", ["a b c d e f", "g h"])
+    zh = TaskConfig(source_lang="zh", target_lang="zh")
+    assert baseline_outputs("lead", zh, [Example("x", "今天天气")], [Example("我们喜欢机器学习", "t")]) \
+        == ("lead-4 characters", ["我们喜欢"])
