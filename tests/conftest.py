@@ -46,3 +46,14 @@ def tiny_config(corpus: Path, out: Path, **sections) -> RunConfig:
 
     data = merge(TINY, {"out": str(out), "data": {"corpus": [str(corpus)]}})
     return build_config(RunConfig, [], merge(data, sections))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny ops: extra threads only add sync (on a busy 2-core box, 100x slower); restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,13 +21,7 @@ TARGET = ["the enzyme binds the substrate", "a protein folds into a helix",
           "the enzyme cleaves the peptide bond", "the ribosome makes a protein"] * 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: extra threads only add sync on a busy small box; restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny ops run best on 1 thread
 
 
 def test_identical_corpora():

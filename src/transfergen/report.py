@@ -190,6 +190,8 @@ def _intro(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], n_pl
           f"transfer arms start from {pretrained_dir(cfg, out)}. Arms: {', '.join(a['name'] for a in cfg.arms)}; "
           f"training-set sizes: {', '.join(str(s or 'all') for s in cfg.sizes)}; seeds: {cfg.seeds}. "
           f"{len(results)} of {n_planned} runs finished.")
+    if cfg.note:
+        doc.p(cfg.note)
     if r0 is not None:
         e = r0.eval
         doc.p(f"Every arm: {r0.train.max_steps} steps (compute-matched arms more), batch {r0.train.batch_size}, "
@@ -297,19 +299,37 @@ def _domain(doc: Doc, cfg: StudyConfig, out: Path) -> None:
 
     pre, cache = pretrained_dir(cfg, out), out / "domain.json"
     if not cache.is_file():
-        corpus = ((load_yaml(pre / "run_config.yaml").get("data") or {}).get("corpus") or []) \
-            if (pre / "run_config.yaml").is_file() else []
-        if not corpus:
+        if not (pre / "run_config.yaml").is_file():
+            return  # a checkpoint from elsewhere: its pretraining corpus is unknown
+        data = load_yaml(pre / "run_config.yaml").get("data") or {}
+        source, held = _pretraining_docs(data)
+        if not source:
             return
         task = load_task_file(cfg.task)
-        rep = domain_report(load_corpus(",".join(corpus), "source", max_docs=5000),
-                            load_corpus(cfg.task, "target", max_docs=5000), lang=task.target_lang,
-                            tokenizer=TextTokenizer.load(pre), model=load_model(pre))
+        rep = domain_report(source, load_corpus(cfg.task, "target", max_docs=5000), lang=task.target_lang,
+                            tokenizer=TextTokenizer.load(pre), model=load_model(pre), source_heldout=held)
         cache.write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     doc.h(2, "Domain mismatch: pretraining corpus vs target task")
-    doc.p("Source = the pretraining corpus, target = the task's training texts (sources and targets). "
-          "Perplexities are the pretrained model's on held-out text of each side.")
+    doc.p("Source = the pretraining corpus (up to 5,000 documents), target = the task's training texts "
+          "(sources and targets). Perplexities are the pretrained model's: on the pretraining run's own "
+          "validation documents, and on target text it never trained on.")
     doc.md(format_domain(json.loads(cache.read_text(encoding="utf-8"))))
+
+
+def _pretraining_docs(data: dict, n: int = 5000) -> tuple[list[str], list[str]]:
+    """(first n training documents, up to 200 validation documents) of a pretraining corpus,
+    split exactly as the pretraining run split it (`packing.is_val_doc`)."""
+    from .data.packing import is_val_doc
+    from .data.readers import iter_documents
+
+    train, val = [], []
+    docs = iter_documents(data.get("corpus") or [], data.get("format", "auto"), data.get("text_field", "text"),
+                          data.get("doc_sep", "line"))
+    for i, doc in enumerate(docs):
+        (val if is_val_doc(i, data.get("val_fraction", 0.02)) else train).append(doc)
+        if len(train) >= n and len(val) >= 200:
+            break
+    return train[:n], val[:200]
 
 
 def _attention(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], fig_dir: Path) -> None:

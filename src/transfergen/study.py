@@ -71,6 +71,7 @@ class StudyConfig:
     lead_words: int = 0  # lead-N baseline; 0 = mean reference length
     samples: int = 8  # rows in the report's sample table
     analysis_texts: int = 32  # target inputs for CKA / attention
+    note: str = ""  # a caveat the report prints under its introduction
 
 
 @dataclass

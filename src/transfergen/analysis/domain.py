@@ -162,15 +162,20 @@ def _tokenizer_stats(tok: TextTokenizer, source: Sequence[str], target: Sequence
 
 def _model_stats(model: torch.nn.Module, tok: TextTokenizer, source: Sequence[str],
                  target: Sequence[str]) -> dict:
+    """Perplexity on held-out text of each side; `source` must be text the model never trained on."""
     seq_len = min(PPL_SEQ_LEN, getattr(model, "max_seq_len", None) or PPL_SEQ_LEN)
-    return {"ppl_source": docs_perplexity(model, tok, heldout(source), seq_len),
+    return {"ppl_source": docs_perplexity(model, tok, source, seq_len),
             "ppl_target": docs_perplexity(model, tok, heldout(target), seq_len)}
 
 
 def domain_report(source_docs: Sequence[str], target_docs: Sequence[str], lang: str = "en",
                   tokenizer: TextTokenizer | None = None, model: torch.nn.Module | None = None,
-                  top: int = 15, max_docs: int = 20000) -> dict:
-    """How far `target_docs` is from `source_docs` (see the module doc); plain JSON types."""
+                  top: int = 15, max_docs: int = 20000, source_heldout: Sequence[str] | None = None) -> dict:
+    """How far `target_docs` is from `source_docs` (see the module doc); plain JSON types.
+
+    `source_heldout`: source documents the model did not train on (e.g. the pretraining
+    run's validation split) for its source perplexity; default: the last 10% of `source_docs`.
+    """
     if model is not None and tokenizer is None:
         raise UserError("a model's perplexity needs its tokenizer too")
     source, target = list(source_docs[:max_docs]), list(target_docs[:max_docs])
@@ -185,7 +190,8 @@ def domain_report(source_docs: Sequence[str], target_docs: Sequence[str], lang: 
     if tokenizer is not None:
         report.update(_tokenizer_stats(tokenizer, source, target))
         if model is not None:
-            report.update(_model_stats(model, tokenizer, source, target))
+            held = list(source_heldout)[:HELDOUT_MAX] if source_heldout else heldout(source)
+            report.update(_model_stats(model, tokenizer, held, target))
     for side, mine, other in (("source", cs, ct), ("target", ct, cs)):
         report[f"distinctive_{side}"] = [{"word": w, "source_count": cs[w], "target_count": ct[w]}
                                          for w in distinctive_words(mine, other, top, stop)]
