@@ -142,7 +142,7 @@ def test_findings_separate_real_gaps_from_seed_noise():
 
 
 def test_report_blocks_render_the_same_table_in_markdown_and_html(tmp_path):
-    from transfergen.report import Doc
+    from transfergen.document import Doc
 
     doc = Doc()
     doc.table(["a", "b|c"], [[1, "x|y"]])

@@ -255,15 +255,13 @@ def _cmd_score(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     from .config import parse_overrides
-    from .report import write_report
+    from .report import summary_lines, write_report
     from .study import load_study, run_study
 
     cfg = load_study(args.study, parse_overrides(rest))
     failed = [] if args.report_only else run_study(cfg, args.out)
     rep = write_report(cfg, args.out, failed)
-    print("\n| " + " | ".join(rep["header"][:6]) + " |")
-    for row in rep["table"]:
-        print("| " + " | ".join(str(c) for c in row[:6]) + " |")
+    print("\n" + "\n".join(summary_lines(rep)))
     print(f"\nreport: {rep['html']} (and {rep['md']})")
     if failed:
         print(f"transfergen: error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)

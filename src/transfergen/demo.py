@@ -76,7 +76,7 @@ def demo_study(out: Path, overrides: dict):
 
 def run_demo(overrides: dict) -> Path:
     """Pretrain, run the study, write the report; print the summary and the report's path."""
-    from .report import write_report
+    from .report import summary_lines, write_report
     from .study import run_study
 
     overrides = dict(overrides)
@@ -89,7 +89,7 @@ def run_demo(overrides: dict) -> Path:
           flush=True)
     failed = run_study(cfg, out)
     rep = write_report(cfg, out, failed)
-    print("\n" + "\n".join(_table(rep["header"], rep["table"])))
+    print("\n" + "\n".join(summary_lines(rep)))
     print(f"\n[transfergen] demo finished in {(time.time() - start) / 60:.1f} min")
     print(f"report: {rep['html']} (and {rep['md']})")
     if failed:
@@ -98,9 +98,3 @@ def run_demo(overrides: dict) -> Path:
         raise UserError(f"demo: {len(failed)} run(s) failed: {', '.join(failed)}")
     return out
 
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    """The summary's first columns, as a Markdown table that reads in a terminal."""
-    keep = [0, 1, 2, 3, 4, 6, 9]
-    lines = ["| " + " | ".join(header[i] for i in keep) + " |", "|" + "---|" * len(keep)]
-    return lines + ["| " + " | ".join(str(r[i]) for i in keep) + " |" for r in rows]

@@ -7,106 +7,14 @@ what the runs wrote (`results.py`), so it can be rebuilt while runs are missing.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from pathlib import Path
 
 from . import plots
+from .document import Doc
 from .results import RunResult, _scratch_arm, baseline, collect, higher_is_better, mean_curves, primary_metric, summarize
 from .study import StudyConfig, pretrain_cost, pretrained_dir
-
-
-class Doc:
-    """Blocks of a report: ("h", level, text) | ("p", text) | ("table", header, rows) | ("fig", path, caption)."""
-
-    def __init__(self) -> None:
-        self.blocks: list[tuple] = []
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, header: list[str], rows: list[list]) -> None:
-        self.blocks.append(("table", header, [[str(c) for c in r] for r in rows]))
-
-    def md(self, lines: list[str]) -> None:
-        """Markdown lines (paragraphs, '- ' lists, '|' tables) from another module."""
-        self.blocks.append(("md", lines))
-
-    def fig(self, path: Path, caption: str) -> None:
-        if path.is_file():
-            self.blocks.append(("fig", path, caption))
-
-    def markdown(self, root: Path) -> str:
-        out = []
-        for b in self.blocks:
-            if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2])
-            elif b[0] == "p":
-                out.append(b[1])
-            elif b[0] == "md":
-                out.append("\n".join(b[1]))
-            elif b[0] == "table":
-                cell = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-                lines = ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
-                out.append("\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in b[2]]))
-            else:
-                out.append(f"![{b[2]}]({b[1].relative_to(root).as_posix()})\n\n*{b[2]}*")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        body = []
-        for b in self.blocks:
-            if b[0] == "h":
-                body.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
-            elif b[0] == "p":
-                body.append(f"<p>{html.escape(b[1])}</p>")
-            elif b[0] == "md":
-                body.append(_md_html(b[1]))
-            elif b[0] == "table":
-                head = "".join(f"<th>{html.escape(c)}</th>" for c in b[1])
-                rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b[2])
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-            else:
-                data = base64.b64encode(b[1].read_bytes()).decode()
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
-                            f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
-
-
-def _md_html(lines: list[str]) -> str:
-    """The small Markdown subset `Doc.md` takes: '|' tables, '- ' lists, plain lines."""
-    out, i = [], 0
-    while i < len(lines):
-        j = i
-        if lines[i].startswith("|"):
-            while j < len(lines) and lines[j].startswith("|"):
-                j += 1
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in lines[i:j] if "---" not in row]
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif lines[i].startswith("- "):
-            while j < len(lines) and lines[j].startswith("- "):
-                j += 1
-            out.append("<ul>" + "".join(f"<li>{html.escape(x[2:])}</li>" for x in lines[i:j]) + "</ul>")
-        else:
-            j = i + 1
-            if lines[i].strip():
-                out.append(f"<p>{html.escape(lines[i])}</p>")
-        i = j
-    return "".join(out)
-
-
-CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45;color:#222}"
-       "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;"
-       "padding:3px 7px;vertical-align:top}th{background:#f3f3f3}img{max-width:100%}"
-       "figcaption{color:#555;font-size:13px}")
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -310,26 +218,33 @@ def _domain(doc: Doc, cfg: StudyConfig, out: Path) -> None:
                             tokenizer=TextTokenizer.load(pre), model=load_model(pre), source_heldout=held)
         cache.write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     doc.h(2, "Domain mismatch: pretraining corpus vs target task")
-    doc.p("Source = the pretraining corpus (up to 5,000 documents), target = the task's training texts "
+    doc.p("Source = the pretraining corpus (5,000 documents sampled across it), target = the task's training texts "
           "(sources and targets). Perplexities are the pretrained model's: on the pretraining run's own "
           "validation documents, and on target text it never trained on.")
     doc.md(format_domain(json.loads(cache.read_text(encoding="utf-8"))))
 
 
-def _pretraining_docs(data: dict, n: int = 5000) -> tuple[list[str], list[str]]:
-    """(first n training documents, up to 200 validation documents) of a pretraining corpus,
-    split exactly as the pretraining run split it (`packing.is_val_doc`)."""
+def _pretraining_docs(data: dict, n: int = 5000, n_val: int = 200) -> tuple[list[str], list[str]]:
+    """(n training documents, n_val validation documents) sampled across the whole pretraining
+    corpus (a seeded reservoir: the first n would be one file of a multi-file corpus), split
+    exactly as the pretraining run split it (`packing.is_val_doc`)."""
+    import random
+
     from .data.packing import is_val_doc
     from .data.readers import iter_documents
 
-    train, val = [], []
+    rng, train, val, seen = random.Random(0), [], [], {"train": 0, "val": 0}
     docs = iter_documents(data.get("corpus") or [], data.get("format", "auto"), data.get("text_field", "text"),
                           data.get("doc_sep", "line"))
     for i, doc in enumerate(docs):
-        (val if is_val_doc(i, data.get("val_fraction", 0.02)) else train).append(doc)
-        if len(train) >= n and len(val) >= 200:
-            break
-    return train[:n], val[:200]
+        split, pool, cap = (("val", val, n_val) if is_val_doc(i, data.get("val_fraction", 0.02))
+                            else ("train", train, n))
+        seen[split] += 1
+        if len(pool) < cap:
+            pool.append(doc)
+        elif (j := rng.randrange(seen[split])) < cap:
+            pool[j] = doc
+    return train, val
 
 
 def _attention(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], fig_dir: Path) -> None:
@@ -403,3 +318,10 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
         k: base[k] for k in ("label", "scores")}}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"md": out / "report.md", "html": out / "report.html", "header": header, "table": table,
             "metric": metric}
+
+
+def summary_lines(rep: dict, keep: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 9)) -> list[str]:
+    """The summary's main columns as a Markdown table that reads in a terminal."""
+    header, rows = rep["header"], rep["table"]
+    lines = ["| " + " | ".join(header[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    return lines + ["| " + " | ".join(str(r[i]) for i in keep) + " |" for r in rows]
