@@ -137,6 +137,11 @@ def test_findings_separate_real_gaps_from_seed_noise():
     assert lines[2].endswith("Arms above it: full.")
     one = findings([_row("scratch", 10.0, 0.0, 1, False), _row("full", 30.0, 0.0, 1)], "bleu", None, "scratch")
     assert "one seed: not separable from noise" in one[0]
+    big = [dict(r, size=500, train_examples=500) for r in (_row("scratch", 10.0, 0.0, 1, False),
+                                                           _row("full", 13.0, 0.0, 1), _row("lora", 10.5, 0.0, 1))]
+    borrowed = findings(rows + big, "bleu", None, "scratch")
+    assert "(one seed; likely real: twice the seed std at n=100 is 1.20)" in borrowed[2]
+    assert "(one seed; within the seed noise seen at n=100 (1.00))" in borrowed[3]
     loss = findings([_row("scratch", 50.0, 1, 2, False), _row("full", 40.0, 1, 2)], "test_ppl", None, "scratch")
     assert "full is better than scratch by 10.00" in loss[0]  # lower perplexity is better
 

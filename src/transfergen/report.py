@@ -58,8 +58,10 @@ def summary_table(rows: list[dict], metric: str, base: dict | None,
 def findings(rows: list[dict], metric: str, base: dict | None, scratch_arm: str | None) -> list[str]:
     """Plain sentences: each arm against scratch, and whether the arms beat the baseline.
 
-    A difference counts as real only with >= 2 seeds per side and a gap larger than
-    twice the larger standard deviation; otherwise the report says it cannot tell.
+    A gap is "real" with >= 2 seeds per side when it exceeds twice the larger standard
+    deviation over seeds. A one-seed size borrows the noise measured for the same pair of
+    arms at a multi-seed size ("likely real" / "within the seed noise seen at n=..."); with
+    no such measurement the report says it cannot tell.
     """
     out, scratch = [], {r["size"]: r for r in rows if r["arm"] == scratch_arm}
     better = 1 if higher_is_better(metric) else -1
@@ -68,20 +70,30 @@ def findings(rows: list[dict], metric: str, base: dict | None, scratch_arm: str 
         if s is None or r is s:
             continue
         gap = (r["test"]["mean"] - s["test"]["mean"]) * better
-        n = min(r["test"]["n"], s["test"]["n"])
-        noise = 2 * max(r["test"]["std"], s["test"]["std"])
-        verdict = ("real" if n >= 2 and abs(gap) > noise else
-                   "within seed noise" if n >= 2 else "one seed: not separable from noise")
         word = f"better than {s['arm']} by" if gap > 0 else f"worse than {s['arm']} by" if gap < 0 \
             else f"level with {s['arm']}:"
         out.append(f"n={r['train_examples']}: {r['arm']} is {word} {abs(gap):.2f} {metric} "
-                   f"({verdict}); final val loss {r['final_val_loss']:.3f} vs {s['final_val_loss']:.3f}.")
+                   f"({_verdict(r, s, gap, rows, scratch)}); final val loss {r['final_val_loss']:.3f} vs "
+                   f"{s['final_val_loss']:.3f}.")
     if base is not None and rows:
         b = base["scores"].get(metric, float("nan"))
         beat = [r["arm"] for r in rows if (r["test"]["mean"] - b) * better > 0]
         out.append(f"Trivial baseline ({base['label']}): {metric} {b:.2f}. "
                    + (f"Arms above it: {', '.join(sorted(set(beat)))}." if beat else "No arm beats it."))
     return out
+
+
+def _verdict(r: dict, s: dict, gap: float, rows: list[dict], scratch: dict) -> str:
+    if min(r["test"]["n"], s["test"]["n"]) >= 2:
+        return "real" if abs(gap) > 2 * max(r["test"]["std"], s["test"]["std"]) else "within seed noise"
+    for other in rows:  # the same arm at a size with several seeds
+        ref = scratch.get(other["size"])
+        if other["arm"] == r["arm"] and ref is not None and min(other["test"]["n"], ref["test"]["n"]) >= 2:
+            noise = 2 * max(other["test"]["std"], ref["test"]["std"])
+            where = f"n={other['train_examples']}"
+            return (f"one seed; likely real: twice the seed std at {where} is {noise:.2f}" if abs(gap) > noise
+                    else f"one seed; within the seed noise seen at {where} ({noise:.2f})")
+    return "one seed: not separable from noise"
 
 
 # ---------------------------------------------------------------------------
