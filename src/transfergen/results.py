@@ -123,9 +123,10 @@ def _speedups(rs: list[RunResult], scratch: list[RunResult], metric: str) -> dic
             if all(key in r.curve[-1] for r in scratch) else None
         if target is None:
             continue
-        hit = steps_to_reach(_mean_curve(rs, key), target, higher_is_better(key))
+        curve = _mean_curve(rs, key)
+        hit = steps_to_reach(curve, target, higher_is_better(key))
         out[f"reach_{key}"] = None if hit is None else {
-            "step": hit[0], "flops": hit[1], "target": target,
+            "step": hit[0], "flops": hit[1], "target": target, "first_eval": hit[0] == curve[0][0],
             "speedup_steps": budget_steps / hit[0], "speedup_flops": budget_flops / max(hit[1], 1.0)}
     return out
 
