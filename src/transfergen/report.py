@@ -58,6 +58,9 @@ def summary_table(rows: list[dict], metric: str, base: dict | None,
     return header, out
 
 
+FLOOR = 2.0  # below this (on a 0-100 metric) every output is essentially wrong
+
+
 def findings(rows: list[dict], metric: str, base: dict | None, scratch_arm: str | None) -> list[str]:
     """Plain sentences: each arm against scratch, and whether the arms beat the baseline.
 
@@ -78,6 +81,9 @@ def findings(rows: list[dict], metric: str, base: dict | None, scratch_arm: str 
         out.append(f"n={r['train_examples']}: {r['arm']} is {word} {abs(gap):.2f} {metric} "
                    f"({_verdict(r, s, gap, rows, scratch)}); final val loss {r['final_val_loss']:.3f} vs "
                    f"{s['final_val_loss']:.3f}.")
+    if rows and higher_is_better(metric) and metric != "cider" and max(r["test"]["mean"] for r in rows) < FLOOR:
+        out.append(f"Every arm scores below {FLOOR} {metric}: all are at the metric's floor, where its "
+                   f"differences say little about quality, however consistent across seeds.")
     if base is not None and rows:
         b = base["scores"].get(metric, float("nan"))
         beat = [r["arm"] for r in rows if (r["test"]["mean"] - b) * better > 0]
@@ -218,6 +224,7 @@ def _domain(doc: Doc, cfg: StudyConfig, out: Path) -> None:
     from .config import load_yaml
     from .data.tasks import load_task_file
     from .hub import load_model
+    from .metrics.tokenize import is_chinese
     from .tokenizer import TextTokenizer
 
     pre, cache = pretrained_dir(cfg, out), out / "domain.json"
@@ -229,7 +236,9 @@ def _domain(doc: Doc, cfg: StudyConfig, out: Path) -> None:
         if not source:
             return
         task = load_task_file(cfg.task)
-        rep = domain_report(source, load_corpus(cfg.task, "target", max_docs=5000), lang=task.target_lang,
+        # Words of a Chinese side need jieba even when the other side is English.
+        lang = next((x for x in (task.target_lang, task.source_lang) if is_chinese(x)), task.target_lang)
+        rep = domain_report(source, load_corpus(cfg.task, "target", max_docs=5000), lang=lang,
                             tokenizer=TextTokenizer.load(pre), model=load_model(pre), source_heldout=held)
         cache.write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     doc.h(2, "Domain mismatch: pretraining corpus vs target task")
