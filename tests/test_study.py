@@ -166,3 +166,42 @@ def test_report_blocks_render_the_same_table_in_markdown_and_html(tmp_path):
     md, page = doc.markdown(tmp_path), doc.html("t")
     assert "| a | b|c |\n|---|---|\n| 1 | x\\|y |" in md
     assert "<td>x|y</td>" in page and "<td>jsd</td><td>0.5</td>" in page and "<li>&lt;two&gt;</li>" in page
+
+
+def test_analyze_commands(study_file, tmp_path, capsys):
+    pre = yaml.safe_load(study_file.read_text())["pretrained"]
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("the king rides a horse\nthe queen reads a book\n" * 20)
+    tgt.write_text("the enzyme binds the substrate\nthe king reads\n" * 20)
+    out = tmp_path / "domain.json"
+    assert main(["analyze", "domain", "--source", str(src), "--target", str(tgt), "--model", pre,
+                 "--out", str(out)]) == 0
+    assert "Jensen-Shannon" in capsys.readouterr().out
+    rep = json.loads(out.read_text())
+    assert 0 < rep["jsd"] < 1 and rep["ppl_source"] > 1 and rep["distinctive_target"][0]["word"] in (
+        "enzyme", "binds", "substrate")
+    task = yaml.safe_load(study_file.read_text())["task"]
+    assert main(["analyze", "layers", "--pretrained", pre, "--finetuned", pre, "--task", task,
+                 "--examples", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "| layer 0 | 0.0000 | 1.000 |" in printed
+    assert main(["analyze", "domain", "--source", str(tmp_path / "missing.txt"), "--target", str(tgt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.txt" in err[0]
+
+
+def test_bad_study_files_fail_in_one_line(study_file, tmp_path, capsys):
+    data = yaml.safe_load(study_file.read_text())
+    cases = {"typo": dict(data, wokers=2), "arm": dict(data, arms=[{"name": "x", "init": "pretrianed"}]),
+             "missing": dict(data, pretrained=str(tmp_path / "nope"))}
+    for name, bad in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(bad))
+        assert main(["study", str(path), "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfergen: error:"), (name, err)
+        assert not (tmp_path / name / "runs").exists()  # nothing ran
+        if name == "typo":
+            assert "typo.yaml" in err[0] and "wokers" in err[0]
+        if name == "arm":
+            assert "pretrianed" in err[0]

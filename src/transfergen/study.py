@@ -95,7 +95,12 @@ class Run:
 
 def load_study(path: str, overrides: dict | None = None) -> StudyConfig:
     """Read STUDY.yaml (+ --key=value overrides) and check the arms; errors name the key."""
-    cfg = build_config(StudyConfig, [path], overrides or {})
+    try:
+        cfg = build_config(StudyConfig, [path], overrides or {})
+    except ConfigError as exc:
+        if exc.path is not None:  # YAML syntax: already names file and line
+            raise
+        raise ConfigError(str(exc), path=path) from None
     if not cfg.task:
         raise ConfigError("study: 'task' is required (a task YAML)", path=path)
     if not cfg.arms:
@@ -135,6 +140,8 @@ def pretrained_dir(cfg: StudyConfig, out: Path) -> Path:
 def plan(cfg: StudyConfig, out: Path) -> list[Run]:
     """Every run's resolved RunConfig, validated before anything trains; matched arms last."""
     task = to_dict(load_task_file(cfg.task))
+    if cfg.pretrained and not Path(cfg.pretrained).is_dir():
+        raise UserError(f"study: pretrained model folder '{cfg.pretrained}' not found")
     pre = str(pretrained_dir(cfg, out).resolve())
     runs: list[Run] = []
     plain_scratch = next((a for a in arms(cfg) if a.init == "scratch" and a.budget == "same"), None)
