@@ -283,8 +283,10 @@ def _say(msg: str) -> None:
 
 def _launch(cmd: list[str], log: Path | None) -> subprocess.Popen:
     """A child process; with a log file its output goes there, else to our terminal."""
-    out = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115 (closed by the child's exit)
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
+    if log is None:
+        return subprocess.Popen(cmd)
+    with open(log, "a", encoding="utf-8") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _pretrain(cfg: StudyConfig, out: Path) -> None:
@@ -317,45 +319,62 @@ def _prepare(run: Run, cfg: StudyConfig, out: Path, pre_cost: dict | None, by_id
         "test_examples": cfg.test_examples, "analysis_texts": cfg.analysis_texts})
 
 
-def run_study(cfg: StudyConfig, out: str | Path) -> list[str]:
-    """Run every unfinished run (`workers` at once); returns the ids of failed runs."""
-    out = Path(out)
-    runs = plan(cfg, out)  # validates everything before the first process starts
-    _pretrain(cfg, out)
-    pre_cost = pretrain_cost(pretrained_dir(cfg, out))
-    by_id = {r.id: r for r in runs}
-    todo = [r for r in runs if not r.done()]
-    _say(f"{len(runs)} runs ({len(runs) - len(todo)} already finished), {cfg.workers} at a time -> {out}")
-    failed: list[str] = []
-    active: dict[str, tuple[Run, subprocess.Popen, float]] = {}
-    while todo or active:
-        ready = [r for r in todo if r.after is None or by_id[r.after].done()]
-        blocked = [r for r in todo if r.after in failed]
-        for r in blocked:
-            todo.remove(r)
-            failed.append(r.id)
+class _Pool:
+    """Up to `workers` run processes at once; runs start when their dependency is done."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, runs: list[Run]):
+        self.cfg, self.out, self.n = cfg, out, len(runs)
+        self.by_id = {r.id: r for r in runs}
+        self.todo = [r for r in runs if not r.done()]
+        self.active: dict[str, tuple[Run, subprocess.Popen, float]] = {}
+        self.failed: list[str] = []
+        self.pre_cost = pretrain_cost(pretrained_dir(cfg, out))
+
+    def start_ready(self) -> None:
+        """Drop runs whose dependency failed; start ready ones while workers are free."""
+        for r in [r for r in self.todo if r.after in self.failed]:
+            self.todo.remove(r)
+            self.failed.append(r.id)
             _say(f"skip {r.id}: {r.after} failed")
-        while ready and len(active) < cfg.workers:
+        ready = [r for r in self.todo if r.after is None or self.by_id[r.after].done()]
+        while ready and len(self.active) < self.cfg.workers:
             r = ready.pop(0)
-            todo.remove(r)
-            _prepare(r, cfg, out, pre_cost, by_id)
-            n = len(runs) - len(todo) - len(active)
-            _say(f"[{n}/{len(runs)}] start {r.id} ({r.cfg.train.max_steps} steps)")
-            log = r.dir / "log.txt" if cfg.workers > 1 else None
-            active[r.id] = (r, _launch([sys.executable, "-m", "transfergen.study", str(r.dir)], log), time.time())
-        time.sleep(0.2)
-        for rid, (r, proc, t0) in list(active.items()):
+            self.todo.remove(r)
+            _prepare(r, self.cfg, self.out, self.pre_cost, self.by_id)
+            _say(f"[{self.n - len(self.todo) - len(self.active)}/{self.n}] start {r.id} "
+                 f"({r.cfg.train.max_steps} steps)")
+            log = r.dir / "log.txt" if self.cfg.workers > 1 else None
+            proc = _launch([sys.executable, "-m", "transfergen.study", str(r.dir)], log)
+            self.active[r.id] = (r, proc, time.time())
+
+    def reap(self) -> None:
+        """Report every finished process: its test scores, or where its log is."""
+        for rid, (r, proc, t0) in list(self.active.items()):
             if proc.poll() is None:
                 continue
-            del active[rid]
+            del self.active[rid]
             if proc.returncode == 0 and r.done():
                 res = json.loads((r.dir / "done.json").read_text(encoding="utf-8"))
                 shown = ", ".join(f"{k} {v:.2f}" for k, v in res["test"].items())
                 _say(f"done {rid} in {time.time() - t0:.0f} s: test {shown}")
             else:
-                failed.append(rid)
-                _say(f"FAILED {rid} (exit {proc.returncode}); see {r.dir / 'log.txt' if cfg.workers > 1 else 'above'}")
-    return failed
+                self.failed.append(rid)
+                where = r.dir / "log.txt" if self.cfg.workers > 1 else "above"
+                _say(f"FAILED {rid} (exit {proc.returncode}); see {where}")
+
+
+def run_study(cfg: StudyConfig, out: str | Path) -> list[str]:
+    """Run every unfinished run (`workers` at once); returns the ids of failed runs."""
+    out = Path(out)
+    runs = plan(cfg, out)  # validates everything before the first process starts
+    _pretrain(cfg, out)
+    pool = _Pool(cfg, out, runs)
+    _say(f"{len(runs)} runs ({len(runs) - len(pool.todo)} already finished), {cfg.workers} at a time -> {out}")
+    while pool.todo or pool.active:
+        pool.start_ready()
+        time.sleep(0.2)
+        pool.reap()
+    return pool.failed
 
 
 if __name__ == "__main__":  # the per-run worker process
