@@ -57,6 +57,11 @@ def test_two_arm_study_finishes_resumes_and_reports(study_file, tmp_path, capfd)
     assert all(d["steps"] == 8 and d["train_examples"] == 60 and d["test_n"] == 10 for d in done.values())
     assert all(0 <= d["test"]["rouge1"] <= 100 and d["flops"] > 0 for d in done.values())
     assert (runs["full"] / "layers.json").is_file() and not (runs["scratch"] / "layers.json").exists()
+    from transfergen.results import read_curve
+
+    curves = {a: read_curve(d) for a, d in runs.items()}  # step 0: the head start transfer gives
+    assert [c["step"] for c in curves["full"]] == [0, 4, 8]
+    assert curves["full"][0]["val_loss"] < curves["scratch"][0]["val_loss"]
     for name in ("curves_n60.png", "final.png", "layers.png", "attention_pretrained.png", "attention_full.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()

@@ -84,6 +84,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 100
     eval_batches: int = 8
+    eval_at_start: bool = False  # also evaluate before the first step (curves start at step 0)
     save_every: int = 200
     keep_checkpoints: int = 2
     threads: int | None = None  # torch intra-op threads; None keeps torch's default

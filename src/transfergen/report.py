@@ -33,6 +33,8 @@ def _reach(row: dict, key: str, scratch_arm: str | None) -> str:
         return "-"
     if hit is None:
         return "not reached"
+    if hit["step"] == 0:
+        return "at step 0, before any fine-tuning"
     if hit.get("first_eval"):  # already there at the first evaluation: only a bound is known
         return (f"by step {hit['step']}, the first evaluation (>= {hit['speedup_steps']:.1f}x steps, "
                 f">= {hit['speedup_flops']:.1f}x FLOPs)")

@@ -125,9 +125,11 @@ def _speedups(rs: list[RunResult], scratch: list[RunResult], metric: str) -> dic
             continue
         curve = _mean_curve(rs, key)
         hit = steps_to_reach(curve, target, higher_is_better(key))
+        trained = [step for step, _, _ in curve if step > 0]
         out[f"reach_{key}"] = None if hit is None else {
-            "step": hit[0], "flops": hit[1], "target": target, "first_eval": hit[0] == curve[0][0],
-            "speedup_steps": budget_steps / hit[0], "speedup_flops": budget_flops / max(hit[1], 1.0)}
+            "step": hit[0], "flops": hit[1], "target": target, "first_eval": bool(trained) and hit[0] == trained[0],
+            "speedup_steps": budget_steps / hit[0] if hit[0] else None,
+            "speedup_flops": budget_flops / hit[1] if hit[1] else None}
     return out
 
 

@@ -159,7 +159,7 @@ def plan(cfg: StudyConfig, out: Path) -> list[Run]:
 def _run_config(cfg: StudyConfig, arm: ArmConfig, task: dict, pre: str, size: int | None, seed: int,
                 rdir: Path) -> RunConfig:
     """base <- task <- arm <- (size, seed, folder); scratch arms copy the pretrained shape."""
-    data = merge({"eval": {"generate": True, "examples": 100}}, cfg.base)
+    data = merge({"eval": {"generate": True, "examples": 100}, "train": {"eval_at_start": True}}, cfg.base)
     data = merge(data, {"task": merge(task, cfg.base.get("task", {}))})
     data = merge(data, {"strategy": arm.strategy, "train": merge(arm.train, {"max_examples": size, "seed": seed})})
     if arm.init == "scratch":

@@ -284,6 +284,9 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
                    f"parameters; groups: {groups}")
     bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
                dynamic_ncols=True, file=sys.stderr, desc="train")
+    if cfg.eval_at_start and run.state["step"] == 0:  # the starting point: transfer's head start
+        rec = _eval_and_log(run, val, cfg, info, device, hooks)
+        _track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info)
     run.model.train()
     start, start_elapsed = time.perf_counter(), run.state["elapsed_s"]
     window_t, window_tokens = time.perf_counter(), 0
