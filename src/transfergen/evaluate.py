@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .checkpoint import write_text_atomic
 from .config import EvalConfig, TaskConfig
 from .data.seq2seq import prompt_ids, task_val_batches
 from .data.tasks import Example, load_task
@@ -72,11 +72,16 @@ def text_perplexity(model: torch.nn.Module, tok: TextTokenizer, paths: list[str]
     n = (len(ids) - 1) // seq_len
     if n < 1:
         raise UserError(f"too little text for one block of {seq_len} tokens in {', '.join(paths)}")
+    return block_perplexity(model, ids, seq_len, n, batch_size)
+
+
+def block_perplexity(model: torch.nn.Module, ids: list[int], seq_len: int, n: int, batch_size: int = 16) -> float:
+    """exp(mean next-token loss) over the first `n` non-overlapping `seq_len` blocks of `ids`."""
     stream = torch.tensor(ids[: n * seq_len + 1])
-    x = torch.stack([stream[i * seq_len: (i + 1) * seq_len] for i in range(n)])  # (n, T)
-    y = torch.stack([stream[i * seq_len + 1: (i + 1) * seq_len + 1] for i in range(n)])
+    x, y = stream[:-1].view(n, seq_len), stream[1:].view(n, seq_len)  # (n, T): inputs, next tokens
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
-    return math.exp(min(evaluate_loss(model, batches, torch.device("cpu")), 50.0))
+    device = next(model.parameters()).device
+    return math.exp(min(evaluate_loss(model, batches, device), 50.0))
 
 
 def eval_hook(tok: TextTokenizer, task: TaskConfig, examples: list[Example],
@@ -87,12 +92,6 @@ def eval_hook(tok: TextTokenizer, task: TaskConfig, examples: list[Example],
     def evaluate(model: torch.nn.Module) -> dict:
         return flatten(score(predict(model, tok, task, subset, gcfg), subset, task))
     return evaluate
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: EvalConfig,
@@ -116,6 +115,6 @@ def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: E
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps({"source": ex.source, "hypothesis": h, "references": ex.references}, ensure_ascii=False)
             for ex, h in zip(examples, hyps)]
-    _write_atomic(out_dir / "predictions.jsonl", "\n".join(rows) + "\n")
-    _write_atomic(out_dir / "scores.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "predictions.jsonl", "\n".join(rows) + "\n")
+    write_text_atomic(out_dir / "scores.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return result

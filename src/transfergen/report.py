@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import plots
 from .document import Doc
-from .results import RunResult, _scratch_arm, baseline, collect, higher_is_better, mean_curves, primary_metric, summarize
-from .study import StudyConfig, pretrain_cost, pretrained_dir
+from .results import RunResult, baseline, collect, higher_is_better, mean_curves, primary_metric, summarize
+from .study import StudyConfig, pretrain_cost, pretrained_dir, scratch_arm
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -180,13 +180,20 @@ def _scores(doc: Doc, rows: list[dict], results: list[RunResult], arms: list[str
         doc.fig(fig_dir / "size.png", f"Test {metric} against training-set size (error bars: std over seeds)")
 
 
-def _layers(doc: Doc, results: list[RunResult], arms: list[str], fig_dir: Path) -> None:
-    largest = max((r.run.size or 10 ** 12 for r in results), default=None)
-    per_arm = {}
+def _first_at_largest(results: list[RunResult]) -> dict[str, RunResult]:
+    """arm -> its first finished run at the largest training-set size (None = all = largest)."""
+    size = lambda r: r.run.size or 10 ** 12  # noqa: E731
+    largest = max(map(size, results), default=None)
+    out: dict[str, RunResult] = {}
     for r in results:
-        path = r.run.dir / "layers.json"
-        if (r.run.size or 10 ** 12) == largest and r.arm not in per_arm and path.is_file():
-            per_arm[r.arm] = json.loads(path.read_text(encoding="utf-8"))
+        if size(r) == largest:
+            out.setdefault(r.arm, r)
+    return out
+
+
+def _layers(doc: Doc, results: list[RunResult], arms: list[str], fig_dir: Path) -> None:
+    per_arm = {arm: json.loads((r.run.dir / "layers.json").read_text(encoding="utf-8"))
+               for arm, r in _first_at_largest(results).items() if (r.run.dir / "layers.json").is_file()}
     if not per_arm:
         return
     doc.h(2, "Which layers changed")
@@ -201,12 +208,10 @@ def _layers(doc: Doc, results: list[RunResult], arms: list[str], fig_dir: Path) 
 
 
 def _samples(doc: Doc, results: list[RunResult], base: dict | None, n: int) -> None:
-    largest = max((r.run.size or 10 ** 12 for r in results), default=None)
     preds: dict[str, list[dict]] = {}
-    for r in results:
-        if (r.run.size or 10 ** 12) == largest and r.arm not in preds:
-            lines = (r.run.dir / "test" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-            preds[r.arm] = [json.loads(x) for x in lines[:n]]
+    for arm, r in _first_at_largest(results).items():
+        lines = (r.run.dir / "test" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        preds[arm] = [json.loads(x) for x in lines[:n]]
     if not preds:
         return
     doc.h(2, "Sample generations (test set, largest size, first seed)")
@@ -324,11 +329,11 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
     sizes = [s for s in cfg.sizes if any(r.run.size == s for r in results)]
     doc = Doc()
     _intro(doc, cfg, out, results, len(runs))
-    header, table = summary_table(rows, metric, base, _scratch_arm(cfg))
+    header, table = summary_table(rows, metric, base, scratch_arm(cfg))
     doc.h(2, "Summary")
     doc.table(header, table)
     doc.h(2, "What the numbers say")
-    doc.md([f"- {line}" for line in findings(rows, metric, base, _scratch_arm(cfg))])
+    doc.md([f"- {line}" for line in findings(rows, metric, base, scratch_arm(cfg))])
     _compute(doc, cfg, out)
     if results:
         _curves(doc, results, arms, metric, sizes, fig_dir)

@@ -12,7 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .study import Run, StudyConfig, plan, pretrain_cost, pretrained_dir
+from .study import Run, StudyConfig, plan, pretrain_cost, pretrained_dir, scratch_arm
+from .train import read_metrics
 
 
 @dataclass
@@ -31,8 +32,7 @@ class RunResult:
 def read_curve(run_dir: Path) -> list[dict]:
     """Evaluation records (val_loss and generation metrics) of the run's latest history."""
     by_step: dict[int, dict] = {}
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
+    for rec in read_metrics(run_dir):
         if "val_loss" in rec:
             by_step[rec["step"]] = rec  # a resumed run rewrites steps after its checkpoint
     return [by_step[s] for s in sorted(by_step)]
@@ -90,7 +90,7 @@ def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str
         groups[(r.run.size, r.arm)].append(r)
     rows = []
     for (size, arm), rs in groups.items():
-        scratch = groups.get((size, _scratch_arm(cfg)), [])
+        scratch = groups.get((size, scratch_arm(cfg)), [])
         transfer = rs[0].run.arm.init != "scratch"
         flops = statistics.fmean(r.done["flops"] for r in rs)
         row = {"arm": arm, "size": size, "train_examples": rs[0].done.get("train_examples"),
@@ -104,11 +104,6 @@ def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str
         rows.append(row)
     order = {a["name"]: i for i, a in enumerate(cfg.arms)}
     return sorted(rows, key=lambda r: (r["size"] is None, r["size"] or 0, order.get(r["arm"], 99)))
-
-
-def _scratch_arm(cfg: StudyConfig) -> str | None:
-    return next((a["name"] for a in cfg.arms if a.get("init") == "scratch" and a.get("budget", "same") == "same"),
-                None)
 
 
 def _speedups(rs: list[RunResult], scratch: list[RunResult], metric: str) -> dict:

@@ -133,6 +133,11 @@ def arms(cfg: StudyConfig) -> list[ArmConfig]:
     return out
 
 
+def scratch_arm(cfg: StudyConfig) -> str | None:
+    """The name of the plain scratch arm (same budget): the reference for speed-ups."""
+    return next((a.name for a in arms(cfg) if a.init == "scratch" and a.budget == "same"), None)
+
+
 def pretrained_dir(cfg: StudyConfig, out: Path) -> Path:
     return Path(cfg.pretrained) if cfg.pretrained else out / "pretrain"
 
@@ -144,15 +149,16 @@ def plan(cfg: StudyConfig, out: Path) -> list[Run]:
         raise UserError(f"study: pretrained model folder '{cfg.pretrained}' not found")
     pre = str(pretrained_dir(cfg, out).resolve())
     runs: list[Run] = []
-    plain_scratch = next((a for a in arms(cfg) if a.init == "scratch" and a.budget == "same"), None)
+    ordered = sorted(arms(cfg), key=lambda a: a.budget == "matched")  # validated once
+    plain_scratch = scratch_arm(cfg)
     for size in cfg.sizes:
         seeds = cfg.seeds if not cfg.seed_sizes or size in cfg.seed_sizes else cfg.seeds[:1]
         for seed in seeds:
-            for arm in sorted(arms(cfg), key=lambda a: a.budget == "matched"):
+            for arm in ordered:
                 rdir = out / "runs" / arm.name / f"n{size or 'all'}" / f"s{seed}"
                 runs.append(Run(arm, size, seed, rdir, _run_config(cfg, arm, task, pre, size, seed, rdir)))
                 if arm.budget == "matched" and plain_scratch is not None:
-                    runs[-1].after = f"{plain_scratch.name}/n{size or 'all'}/s{seed}"
+                    runs[-1].after = f"{plain_scratch}/n{size or 'all'}/s{seed}"
     return runs
 
 
@@ -181,15 +187,9 @@ def _run_config(cfg: StudyConfig, arm: ArmConfig, task: dict, pre: str, size: in
 
 def last_record(run_dir: Path, key: str = "tokens") -> dict | None:
     """The last metrics.jsonl record holding `key` (None without a log)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    found = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if key in rec:
-            found = rec
-    return found
+    from .train import read_metrics
+
+    return next((rec for rec in reversed(read_metrics(run_dir)) if key in rec), None)
 
 
 def pretrain_cost(folder: Path) -> dict | None:
@@ -250,12 +250,9 @@ def run_one(run_dir: Path) -> dict:
 
 
 def _setup_record(run_dir: Path) -> dict:
-    path = run_dir / "metrics.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if rec.get("event") == "setup":
-            return rec
-    return {}
+    from .train import read_metrics
+
+    return next((rec for rec in read_metrics(run_dir) if rec.get("event") == "setup"), {})
 
 
 def _layer_analysis(pretrained: Path, run_dir: Path, cfg: RunConfig, n: int) -> None:
@@ -268,9 +265,9 @@ def _layer_analysis(pretrained: Path, run_dir: Path, cfg: RunConfig, n: int) -> 
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from .checkpoint import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------

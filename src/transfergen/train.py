@@ -58,6 +58,14 @@ class Hooks:
     evaluate: Callable[[torch.nn.Module], dict] | None = None
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every record of a run's metrics.jsonl, in order ([] without one)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
 class MetricsLog:
     """metrics.jsonl (and TensorBoard when installed), written by rank 0 only."""
 
@@ -83,9 +91,7 @@ class MetricsLog:
             return
         keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
                 if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        tmp.replace(self.path)
+        ckpt.write_text_atomic(self.path, "".join(k + "\n" for k in keep))
 
     def write(self, record: dict) -> None:
         if not self.enabled:

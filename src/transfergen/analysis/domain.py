@@ -126,7 +126,7 @@ def docs_perplexity(model: torch.nn.Module, tok: TextTokenizer, docs: Sequence[s
     blocks of `seq_len` (so the cost is bounded); text too short for one block is
     scored as one shorter block rather than refused.
     """
-    from ..train import evaluate_loss
+    from ..evaluate import block_perplexity
 
     need = max_blocks * seq_len + 1
     ids: list[int] = []
@@ -138,12 +138,7 @@ def docs_perplexity(model: torch.nn.Module, tok: TextTokenizer, docs: Sequence[s
         raise UserError("no text to measure perplexity on")
     seq_len = min(seq_len, len(ids) - 1)
     n = min((len(ids) - 1) // seq_len, max_blocks)
-    stream = torch.tensor(ids[: n * seq_len + 1])
-    x = stream[:-1].view(n, seq_len)  # (n, T)
-    y = stream[1:].view(n, seq_len)
-    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
-    device = next(model.parameters()).device
-    return math.exp(min(evaluate_loss(model, batches, device), 50.0))
+    return block_perplexity(model, ids, seq_len, n, batch_size)
 
 
 def heldout(docs: Sequence[str]) -> list[str]:
