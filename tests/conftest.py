@@ -36,7 +36,8 @@ TINY = {
     "tokenizer": {"vocab_size": 320},
     "data": {"val_fraction": 0.1, "num_workers": 1},
     "train": {"max_steps": 30, "batch_size": 8, "seq_len": 32, "lr": 3e-3, "warmup_steps": 5,
-              "log_every": 1, "eval_every": 10, "eval_batches": 2, "save_every": 10, "threads": 1},
+              "log_every": 1, "eval_every": 10, "eval_batches": 2, "save_every": 10, "threads": 1,
+              "dtype": "fp32"},  # pinned: numeric comparisons must not depend on the CPU's bf16 unit
 }
 
 

@@ -16,7 +16,7 @@ from transfergen.hub import load_model
 TINY_FLAGS = ["--model.preset=tiny", "--model.d_model=64", "--model.n_layer=2", "--model.d_ff=128",
               "--model.max_seq_len=64", "--tokenizer.vocab_size=320", "--train.batch_size=4",
               "--train.seq_len=32", "--train.eval_every=5", "--train.eval_batches=2", "--train.log_every=1",
-              "--data.val_fraction=0.1", "--train.warmup_steps=2", "--train.lr=3e-3"]
+              "--data.val_fraction=0.1", "--train.warmup_steps=2", "--train.lr=3e-3", "--train.dtype=fp32"]
 
 
 def run_cli(*args: str, env_extra: dict | None = None, module: list[str] | None = None):

@@ -59,7 +59,10 @@ def test_grad_accumulation_matches_big_batch(corpus, tmp_path):
     assert la == pytest.approx(lb, rel=1e-5, abs=1e-6)
     pa, pb = load_model(tmp_path / "a").state_dict(), load_model(tmp_path / "b").state_dict()
     for k in pa:
-        torch.testing.assert_close(pa[k], pb[k], rtol=1e-4, atol=1e-6)
+        # Summation order differs between one batch of 8 and two of 4; AdamW divides by
+        # sqrt(v), so a near-zero gradient's rounding can move its weight by ~1e-6 (seen on
+        # an Ice Lake CPU: 1 of 4,096 weights off by 3e-6).
+        torch.testing.assert_close(pa[k], pb[k], rtol=1e-4, atol=1e-5)
 
 
 def test_kill_and_resume_gives_identical_losses(corpus, tmp_path, monkeypatch):

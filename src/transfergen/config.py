@@ -78,7 +78,7 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # the multiplier reached at max_steps
     grad_clip: float | None = 1.0  # global-norm clipping; None disables
-    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    dtype: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16 (CUDA)
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 1337
     log_every: int = 10

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from .checkpoint import latest_checkpoint
 from .config import RunConfig, save_yaml
 from .distributed import DistInfo, barrier, init_distributed, pick_device, shutdown
 from .errors import UserError
+from .precision import emulated_warning, resolve_dtype
 
 
 @dataclass
@@ -54,10 +56,19 @@ def _set_threads(cfg: RunConfig, info: DistInfo, device: torch.device) -> None:
         torch.set_num_threads(threads)
 
 
+def _resolve_dtype(name: str, device: torch.device) -> str:
+    """`train.dtype` for this device (auto -> bf16 or fp32); warn once when bf16 is emulated."""
+    warning = emulated_warning(name, device)
+    if warning is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"[transfergen] warning: {warning}", file=sys.stderr, flush=True)
+    return resolve_dtype(name, device)
+
+
 @contextlib.contextmanager
 def session(cfg: RunConfig) -> Iterator[Session]:
     """Join the ranks, check and create the run folder, save the resolved config."""
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    cfg.train.dtype = _resolve_dtype(cfg.train.dtype, device)  # before any work; recorded resolved
     info = init_distributed(device)
     try:
         _set_threads(cfg, info, device)

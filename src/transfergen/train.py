@@ -28,6 +28,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .distributed import DistInfo, any_rank_true, replica_divergence
 from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
+from .precision import Precision, autocast, resolve_dtype
 
 IGNORE_INDEX = -100  # label value excluded from the loss (prompt tokens, padding)
 
@@ -113,22 +114,19 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
-def _autocast(device: torch.device, dtype: str):
-    if dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
                   device: torch.device, dtype: str = "fp32") -> float:
-    """Token-weighted mean loss over fixed validation batches (perplexity = exp of it)."""
+    """Token-weighted mean loss over fixed validation batches (perplexity = exp of it).
+
+    `dtype` is a resolved training dtype (fp32 | bf16 | fp16): validation during training
+    runs as the training forward does; `evaluate` calls this in fp32."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             logits = model(x)
         n = int((y != IGNORE_INDEX).sum())
         total += float(lm_loss(logits, y)) * n
@@ -158,6 +156,7 @@ class _Run:
     schedule: Callable[[int], float]
     metrics: MetricsLog
     state: dict[str, Any]
+    precision: Precision
 
     def flops_per_token(self, seq_len: int) -> float:
         """The model's training-FLOPs estimate; 6 x parameters for a model without one."""
@@ -179,9 +178,11 @@ def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups, resume: bool
         ckpt.restore_rng(tensors)
         batches.load_state_dict(state["data"])
         _say(info, f"resumed from {last} at step {state['step']}")
+    precision = Precision.for_run(resolve_dtype(cfg.dtype, device), device)
+    precision.load_state_dict(state.get("grad_scaler"))
     metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None)
     wrapped = DDP(model) if info.enabled else model
-    return _Run(wrapped, model, optimizer, schedule_for(cfg), metrics, state)
+    return _Run(wrapped, model, optimizer, schedule_for(cfg), metrics, state, precision)
 
 
 def _say(info: DistInfo, msg: str) -> None:
@@ -206,16 +207,17 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # Only the last micro-batch all-reduces gradients; the others accumulate locally.
         sync = micro == cfg.grad_accum - 1 or not isinstance(run.model, DDP)
-        with (contextlib.nullcontext() if sync else run.model.no_sync()), _autocast(device, cfg.dtype):
+        with (contextlib.nullcontext() if sync else run.model.no_sync()), run.precision.autocast():
             loss = lm_loss(run.model(x), y)
             for term in hooks.loss_terms:
                 loss = loss + term()
-        (loss / cfg.grad_accum).backward()
+        run.precision.backward(loss / cfg.grad_accum)
         total += float(loss.detach()) / cfg.grad_accum
         tokens += x.numel()
         flops += x.numel() * run.flops_per_token(x.shape[1])
+    run.precision.unscale(run.optimizer)  # fp16: clip the true gradients, not the scaled ones
     norm = clip_gradients(run.raw.parameters(), cfg.grad_clip)
-    run.optimizer.step()
+    run.precision.step(run.optimizer)
     run.optimizer.zero_grad(set_to_none=True)
     return total, norm, tokens, flops
 
@@ -223,6 +225,7 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
 def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainConfig, info: DistInfo,
           export: Callable | None) -> None:
     run.state["data"] = batches.state_dict()
+    run.state["grad_scaler"] = run.precision.state_dict()
     if info.is_main:
         ckpt.save_checkpoint(run_dir, run.state["step"], run.raw, tokenizer, run.optimizer,
                              run.state, keep=cfg.keep_checkpoints, export=export)
@@ -232,7 +235,7 @@ def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device, hook
     record = {"step": run.state["step"], "tokens": run.state["tokens"], "flops": run.state.get("flops", 0.0),
               "elapsed_s": round(run.state["elapsed_s"], 2)}
     if val:
-        loss = evaluate_loss(run.raw, val, device, cfg.dtype) if info.is_main else float("nan")
+        loss = evaluate_loss(run.raw, val, device, run.precision.dtype) if info.is_main else float("nan")
         record.update(val_loss=loss, val_ppl=math.exp(min(loss, 50.0)))
     if hooks.evaluate is not None and info.is_main:
         record.update(hooks.evaluate(run.raw))
@@ -283,11 +286,11 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
     run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
     run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
     if info.is_main:
-        summary = log_param_summary(run.raw, run.optimizer)
+        summary = {**log_param_summary(run.raw, run.optimizer), "dtype": run.precision.dtype}
         run.metrics.write({**summary, **(setup_info or {})})
         groups = ", ".join(f"{g['name']} lr={g['base_lr']:.2e} ({g['params']:,})" for g in summary["param_groups"])
         _say(info, f"trainable {summary['trainable_params']:,} / frozen {summary['frozen_params']:,} "
-                   f"parameters; groups: {groups}")
+                   f"parameters in {run.precision.dtype}; groups: {groups}")
     bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
                dynamic_ncols=True, file=sys.stderr, desc="train")
     if cfg.eval_at_start and run.state["step"] == 0:  # the starting point: transfer's head start
