@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from .base import References, Score, check_inputs, nrefs_label
 from .tokenize import RougeTokenizer, check_zh_mode, primary, tokenizer_name
 
@@ -29,21 +31,29 @@ def _scorer(lang: str, zh_mode: str):
     return RougeScorer(list(ROUGE_TYPES), tokenizer=RougeTokenizer(lang, zh_mode)), tokenizer_name(lang, zh_mode)
 
 
+def rouge_items(hypotheses: list[str], references: list[list[str]], lang: str = "en",
+                zh_mode: str = "jieba") -> dict[str, np.ndarray]:
+    """Per-item F-measures (0-1) of each ROUGE type, on checked inputs: {type: (N,) array}."""
+    check_zh_mode(zh_mode)
+    scorer, _ = _scorer(lang, zh_mode)
+    out = {key: np.zeros(len(hypotheses)) for key in ROUGE_TYPES}
+    for i, (hyp, item_refs) in enumerate(zip(hypotheses, references)):
+        # score_multi(targets, prediction): rouge-score's own (reference, hypothesis) order.
+        best = scorer.score_multi(item_refs, hyp)
+        for key in ROUGE_TYPES:
+            out[key][i] = best[key].fmeasure
+    return out
+
+
 def rouge(hypotheses: Sequence[str], references: References, lang: str = "en",
           zh_mode: str = "jieba") -> Score:
     """Mean per-item ROUGE F-measures (0-100); `.score` is ROUGE-L."""
     from importlib.metadata import version
 
     hyps, refs = check_inputs(hypotheses, references)
-    check_zh_mode(zh_mode)
-    scorer, tok = _scorer(lang, zh_mode)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for hyp, item_refs in zip(hyps, refs):
-        # score_multi(targets, prediction): rouge-score's own (reference, hypothesis) order.
-        best = scorer.score_multi(item_refs, hyp)
-        for key in ROUGE_TYPES:
-            totals[key] += best[key].fmeasure
-    details = {key: 100.0 * total / len(hyps) for key, total in totals.items()}
+    items = rouge_items(hyps, refs, lang, zh_mode)
+    details = {key: 100.0 * float(items[key].sum()) / len(hyps) for key in ROUGE_TYPES}
+    tok = _scorer(lang, zh_mode)[1]
     sig = (f"nrefs:{nrefs_label(refs)}|types:1,2,L,Lsum|multi:max-f|agg:mean-f|tok:{tok}"
            f"|lang:{lang}|rouge_score:{version('rouge-score')}")
     return Score("ROUGE-L", details["rougeL"], sig, details)
