@@ -66,7 +66,7 @@ def test_loss_scaling_gives_the_true_gradients_and_skips_overflow():
     prec.backward(model(x).pow(2).mean())
     assert model.weight.grad.abs().sum() > 100 * plain[0].abs().sum()  # still scaled
     prec.unscale(opt)
-    for a, b in zip(_grads(model), plain):
+    for a, b in zip(_grads(model), plain, strict=True):
         torch.testing.assert_close(a, b)
     prec.step(opt)
     assert prec.state_dict()["scale"] == 1024.0  # a finite step keeps the scale
