@@ -85,9 +85,9 @@ def run(quick: bool, threads: int = 1) -> list[dict]:
         run_ours(ours, prompts, beams, 4), run_hf(hf, prompts, beams, 4)  # warm-up: allocator, lazy init
         t_ours = t_hf = float("inf")
         for _ in range(reps):  # interleaved: drift hits both sides alike
-            t, a = best_time(lambda: run_ours(ours, prompts, beams, new), 1)
+            t, a = best_time(lambda p=prompts, k=beams: run_ours(ours, p, k, new), 1)
             t_ours = min(t_ours, t)
-            t, b = best_time(lambda: run_hf(hf, prompts, beams, new), 1)
+            t, b = best_time(lambda p=prompts, k=beams: run_hf(hf, p, k, new), 1)
             t_hf = min(t_hf, t)
         assert all(len(x) == new for x in a) and all(len(x) == new for x in b)
         n_tok = batch * new

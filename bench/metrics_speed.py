@@ -72,7 +72,7 @@ def time_cider(hyps: list[str], refs: list[list[str]], rounds: int) -> dict:
         ours_t.append(time.perf_counter() - t)
         t = time.perf_counter()
         scorer = CiderScorer(n=4, sigma=6.0)
-        for h, rs in zip(tok_h, tok_r):
+        for h, rs in zip(tok_h, tok_r, strict=True):
             scorer += (h, rs)
         coco, coco_items = scorer.compute_score()
         coco_t.append(time.perf_counter() - t)

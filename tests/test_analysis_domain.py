@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from transfergen.analysis.domain import (STOPWORDS_EN, STOPWORDS_ZH, docs_perplexity, domain_report,
                                          format_domain, load_corpus)

@@ -89,8 +89,8 @@ def test_layer_cka_streams_like_one_concatenated_matrix():
     masks = [torch.tensor([[1] * 9, [1] * 5 + [0] * 4]), torch.tensor([[1] * 6, [1] * 2 + [0] * 4, [1] * 6])]
     rows = layer_cka(a, b, batches, masks)
     for i, row in enumerate(rows):
-        xs = torch.cat([hidden_states(a, ids)[i][m.bool()] for ids, m in zip(batches, masks)])
-        ys = torch.cat([hidden_states(b, ids)[i][m.bool()] for ids, m in zip(batches, masks)])
+        xs = torch.cat([hidden_states(a, ids)[i][m.bool()] for ids, m in zip(batches, masks, strict=True)])
+        ys = torch.cat([hidden_states(b, ids)[i][m.bool()] for ids, m in zip(batches, masks, strict=True)])
         assert xs.shape[0] == 9 + 5 + 6 + 2 + 6
         assert row["cka"] == pytest.approx(linear_cka(xs, ys), abs=1e-9)
         assert 0.0 <= row["cka"] < 1.0
@@ -116,7 +116,7 @@ def test_weight_change_of_one_noisy_layer_matches_by_hand():
     assert rows["embed"]["relative_change"] == 0.0 and rows["layer 0"]["relative_change"] == 0.0
     assert rows["final norm"]["relative_change"] == 0.0
     pre_p, ft_p = pre.model.layers[1].parameters(), ft.model.layers[1].parameters()
-    pairs = [(a.detach().double(), b.detach().double()) for a, b in zip(pre_p, ft_p)]
+    pairs = [(a.detach().double(), b.detach().double()) for a, b in zip(pre_p, ft_p, strict=True)]
     diff = sum(float((b - a).pow(2).sum()) for a, b in pairs) ** 0.5
     base = sum(float(a.pow(2).sum()) for a, _ in pairs) ** 0.5
     assert rows["layer 1"]["relative_change"] > 0
@@ -182,7 +182,7 @@ def test_transformers_hidden_states_line_up_with_ours(hf_copy):
     for other in (hf, HFCausalLM(hf)):
         theirs = hidden_states(other, ids)
         assert len(theirs) == len(mine)
-        for a, b in zip(mine, theirs):  # the last one too: both before the final norm
+        for a, b in zip(mine, theirs, strict=True):  # the last one too: both before the final norm
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     assert all(r["cka"] == pytest.approx(1.0, abs=1e-6) for r in layer_cka(ours, hf, [ids]))
 
@@ -259,7 +259,7 @@ def test_layer_report_on_saved_folders(tmp_path, tokenizer):
     json.dumps(report)
     names = ["embed"] + [f"layer {i}" for i in range(N_LAYER)]
     assert [r["name"] for r in report["cka"]] == names
-    assert [r["name"] for r in report["weight_change"]] == names + ["final norm"]
+    assert [r["name"] for r in report["weight_change"]] == [*names, "final norm"]
     assert all(0.0 <= r["cka"] <= 1.0 + 1e-9 for r in report["cka"])
     cka = {r["name"]: r["cka"] for r in report["cka"]}
     assert cka["embed"] == pytest.approx(1.0, abs=1e-9) and cka["layer 0"] == pytest.approx(1.0, abs=1e-9)

@@ -40,7 +40,7 @@ def test_packed_logits_equal_module_forward(n_kv_head, monkeypatch):
         ref = _decode_logits(model, model, rows)
     got = _decode_logits(PackedLM(model), model, rows)
     assert len(got) == len(ref) == 6
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

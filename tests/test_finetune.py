@@ -77,7 +77,7 @@ def test_scratch_and_transfer_differ_only_in_initial_weights(pretrained, task_fi
     b_t = TaskBatches(data.train, tok_t, transfer.task, 8, transfer.train.seed)
     b_s = TaskBatches(data.train, tok_s, scratch.task, 8, scratch.train.seed)
     for _ in range(3):  # identical data order
-        assert all(torch.equal(a, b) for a, b in zip(b_t.next_batch(), b_s.next_batch()))
+        assert all(torch.equal(a, b) for a, b in zip(b_t.next_batch(), b_s.next_batch(), strict=True))
 
 
 def test_finetune_cli_transfer_beats_scratch_on_val_loss(pretrained, task_file, tmp_path):
@@ -126,7 +126,8 @@ def test_lora_saves_plain_weights_and_resumes_exactly(pretrained, task_file, tmp
 def test_vocab_extension_grows_model_and_tokenizer(pretrained, task_file, tmp_path):
     zh = tmp_path / "zh.txt"
     rng = random.Random(0)
-    who, act, what = ["国王", "士兵", "王后", "将军", "诗人"], ["说起", "保卫", "想念", "忘记"], ["王冠", "城堡", "音乐", "战场"]
+    who, act = ["国王", "士兵", "王后", "将军", "诗人"], ["说起", "保卫", "想念", "忘记"]
+    what = ["王冠", "城堡", "音乐", "战场"]
     zh.write_text("\n".join(f"{rng.choice(who)}{rng.choice(act)}{rng.choice(what)}。" for _ in range(200)),
                   encoding="utf-8")
     out = tmp_path / "ext"

@@ -112,7 +112,7 @@ def test_greedy_is_argmax_rollout_and_stops_at_eos(pair):
     model, rows = pair[0], prompts()
     outs = generate(model, TOK, rows, GenerationConfig(max_new_tokens=12))
     assert any(len(o) < 12 for o in outs) and any(len(o) == 12 for o in outs)  # some rows hit eos
-    for r, o in zip(rows, outs):
+    for r, o in zip(rows, outs, strict=True):
         x = list(r)
         for _ in range(12):
             nxt = int(model(torch.tensor([x]))[0, -1].argmax())
@@ -137,7 +137,8 @@ def test_sampling_reproducible(pair):
     assert a != generate(model, TOK, rows, cfg)
     greedy = generate(model, TOK, rows, GenerationConfig(max_new_tokens=16))
     for narrow in (dict(top_k=1), dict(top_p=0.0)):  # one candidate left: sampling is argmax
-        assert generate(model, TOK, rows, GenerationConfig(max_new_tokens=16, do_sample=True, seed=3, **narrow)) == greedy
+        sampled = GenerationConfig(max_new_tokens=16, do_sample=True, seed=3, **narrow)
+        assert generate(model, TOK, rows, sampled) == greedy
 
 
 # ---------------------------------------------------------------------------
@@ -208,8 +209,8 @@ def test_cli_prints_one_line_per_prompt(run_folder, tmp_path, capsys):
                  "--repetition-penalty", "1.1", "--max-new-tokens", "6"]) == 0
     lines = capsys.readouterr().out.split("\n")[:-1]
     assert all(ln.splitlines() == [ln] for ln in lines)  # no other line breaks either (\x1c, \u2028, ...)
-    assert len(lines) == 4 and [ln[:len(p)] for ln, p in zip(lines, ["The king", "the queen", "number 3", "and"])] \
-        == ["The king", "the queen", "number 3", "and"]
+    starts = ["The king", "the queen", "number 3", "and"]
+    assert len(lines) == 4 and [ln[:len(p)] for ln, p in zip(lines, starts, strict=True)] == starts
     assert main(["generate", "--model", str(folder), "--prompt", "x", "--greedy", "--top-p", "0.5"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1  # control chars escaped
     assert main(["generate", "--model", str(folder), "--prompt", "x", "--num-beams", "0"]) == 2

@@ -30,7 +30,7 @@ ZH_REFS = [["我喜欢吃香蕉。", "我爱吃苹果。"], ["今天天气不错
 
 
 def streams(refs: list[list[str]]) -> list[list[str]]:
-    return [list(s) for s in zip(*refs)]
+    return [list(s) for s in zip(*refs, strict=True)]
 
 
 # --- BLEU and chrF: sacrebleu's own numbers -------------------------------------------------
@@ -75,7 +75,7 @@ def test_rouge_english_matches_rouge_score_with_stemming():
     scorer = RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
     got = rouge(HYPS, REFS, lang="en")
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-        best = [max(scorer.score(r, h)[key].fmeasure for r in refs) for h, refs in zip(HYPS, REFS)]
+        best = [max(scorer.score(r, h)[key].fmeasure for r in refs) for h, refs in zip(HYPS, REFS, strict=True)]
         assert got.details[key] == pytest.approx(100 * sum(best) / len(best), abs=1e-9)
     assert got.score == got.details["rougeL"] and got.name == "ROUGE-L"
     assert "tok:default+porter" in got.signature
@@ -124,12 +124,12 @@ def check_cider_parity(hyps: list[str], refs: list[list[str]]) -> None:
     want, want_items = coco_cider(tok_h, tok_r)
     for got in (cider(hyps, refs), cider(tok_h, tok_r, pretokenized=True)):
         assert abs(got.score - want) < 1e-6
-        assert max(abs(a - b) for a, b in zip(got.details["per_item"], want_items)) < 1e-6
+        assert max(abs(a - b) for a, b in zip(got.details["per_item"], want_items, strict=True)) < 1e-6
 
 
 def test_cider_matches_pycocoevalcap_hand_written():
-    hyps = HYPS + ["a dog a dog a dog", "", "cat"]
-    refs = REFS + [["a dog runs", "the dog a dog plays", "dog"], ["nothing here"], ["a cat", "cat"]]
+    hyps = [*HYPS, "a dog a dog a dog", "", "cat"]
+    refs = [*REFS, ["a dog runs", "the dog a dog plays", "dog"], ["nothing here"], ["a cat", "cat"]]
     check_cider_parity(hyps, refs)  # repeated n-grams, an empty hypothesis, 1-3 references
 
 
@@ -139,7 +139,7 @@ def test_cider_matches_pycocoevalcap_multi30k():
     for k in range(1, 6):
         with gzip.open(MULTI30K / f"train.{k}.en.gz", "rt", encoding="utf-8") as fh:
             caps.append([next(fh).rstrip("\n") for _ in range(200)])
-    check_cider_parity(caps[0], [list(r) for r in zip(*caps[1:])])  # caption 1 vs captions 2-5
+    check_cider_parity(caps[0], [list(r) for r in zip(*caps[1:], strict=True)])  # caption 1 vs captions 2-5
 
 
 def test_cider_chinese_and_warning():

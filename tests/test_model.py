@@ -145,25 +145,25 @@ def test_causal():
 
 def test_seeded_init_and_residual_scaling():
     a, b = build_model(tiny_shape(), seed=5), build_model(tiny_shape(), seed=5)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     std = a.model.layers[0].self_attn.q_proj.weight.std().item()
     resid = a.model.layers[0].mlp.down_proj.weight.std().item()
     assert abs(std - 0.02) < 0.003 and abs(resid - 0.02 / 2) < 0.002  # 1/sqrt(2*2 layers)
 
 
 def test_errors(tmp_path):
-    with pytest.raises(UserError, match="model.preset"):
+    with pytest.raises(UserError, match=r"model\.preset"):
         resolve_shape(ModelConfig(preset="huge"), 100, 1, 2, 0)
-    with pytest.raises(UserError, match="model.n_head"):
+    with pytest.raises(UserError, match=r"model\.n_head"):
         resolve_shape(ModelConfig(d_model=100, n_head=3), 100, 1, 2, 0)
-    with pytest.raises(UserError, match="model.n_kv_head"):
+    with pytest.raises(UserError, match=r"model\.n_kv_head"):
         resolve_shape(ModelConfig(n_head=4, n_kv_head=3), 100, 1, 2, 0)
     with pytest.raises(UserError, match="not found"):
         load_model(tmp_path / "nope")
-    with pytest.raises(UserError, match="config.json"):
+    with pytest.raises(UserError, match=r"config\.json"):
         load_model(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(UserError, match="config.json"):
+    with pytest.raises(UserError, match=r"config\.json"):
         load_model(tmp_path)
 
 
@@ -174,7 +174,7 @@ def test_bad_weights(tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     del state["model.layers.1.mlp.up_proj.weight"]
     save_file(state, tmp_path / "model.safetensors")
-    with pytest.raises(UserError, match="model.layers.1.mlp.up_proj.weight"):
+    with pytest.raises(UserError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
         load_model(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(UserError, match="weights"):

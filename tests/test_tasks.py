@@ -36,7 +36,7 @@ def test_example_references_default_and_include_target():
 
 
 def test_jsonl_single_file_is_split(tmp_path):
-    p = write_jsonl(tmp_path / "d.jsonl", rows(20) + [{"source": "x", "target": "y", "references": ["z"]}])
+    p = write_jsonl(tmp_path / "d.jsonl", [*rows(20), {"source": "x", "target": "y", "references": ["z"]}])
     data = load_task(task(p))
     assert (len(data.train), len(data.val), len(data.test)) == (16, 2, 3)
     everything = data.train + data.val + data.test
@@ -166,7 +166,7 @@ def test_load_task_file_validates_keys(tmp_path):
     with pytest.raises(ConfigError, match=f"^{y}: unknown config key 'task.source_langg'"):
         load_task_file(y)
     y.write_text("reader: tsv\npath: d.tsv\nval_size: many\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="task.val_size"):
+    with pytest.raises(ConfigError, match=r"task\.val_size"):
         load_task_file(y)
 
 

@@ -25,7 +25,7 @@ ROUND_TRIP = [
     "我们喜欢学习中文，今天北京的天气很好！",
     "emoji 😀🎉 and mixed 中文 text",
     "  leading spaces,\ttabs\t\tand\nnew\r\nlines  \n\n",
-    "unseen bytes: ñ ü ß Ω ∑ 𝔘 \x00 \x7f",
+    "unseen bytes: ñ ü ß Ω ∑ 𝔘 \x00 \x7f",  # noqa: RUF001 - a non-BMP letter on purpose
     " .  , ! ?",
     "",
 ]
@@ -76,7 +76,7 @@ def test_encode_batch_matches_encode(tok, tok_jieba):
 
 
 def test_decode_specials(tok):
-    ids = [tok.bos_id] + tok.encode("hi there") + [tok.eos_id]
+    ids = [tok.bos_id, *tok.encode("hi there"), tok.eos_id]
     assert tok.decode(ids) == "hi there"
     assert tok.decode(ids, skip_special_tokens=False) == "<bos>hi there<eos>"
 

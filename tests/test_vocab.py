@@ -194,9 +194,9 @@ def test_resize_hf_model(tok, tied):
 
 def test_errors(tok):
     model = tiny_model(tok.vocab_size)
-    with pytest.raises(UserError, match="vocab.add"):
+    with pytest.raises(UserError, match=r"vocab\.add"):
         extend_vocabulary(tok, model, chinese(10), 0)
-    with pytest.raises(UserError, match="vocab.extend_from"):
+    with pytest.raises(UserError, match=r"vocab\.extend_from"):
         extend_vocabulary(tok, model, ["", "  "], 5)
     with pytest.raises(UserError, match="embedding rows"):
         extend_vocabulary(tok, tiny_model(tok.vocab_size + 5), chinese(10), 5)

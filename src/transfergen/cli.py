@@ -207,7 +207,7 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
         batch_size=args.batch_size, seed=args.seed)
     cfg.validate()  # bad flags fail before the model loads
     model, tok = load_model(args.model), TextTokenizer.load(args.model)
-    for prompt, text in zip(prompts, generate_text(model, tok, prompts, cfg)):
+    for prompt, text in zip(prompts, generate_text(model, tok, prompts, cfg), strict=True):
         print(_one_line(prompt + text), flush=True)
     return 0
 

@@ -114,7 +114,7 @@ def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: E
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps({"source": ex.source, "hypothesis": h, "references": ex.references}, ensure_ascii=False)
-            for ex, h in zip(examples, hyps)]
+            for ex, h in zip(examples, hyps, strict=True)]
     write_text_atomic(out_dir / "predictions.jsonl", "\n".join(rows) + "\n")
     write_text_atomic(out_dir / "scores.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return result

@@ -351,7 +351,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]] | 
                 res = _beam_search(lm, ids, mask, budget, cfg, eos, pad)
             else:
                 res = _greedy_or_sample(lm, ids, mask, budget, cfg, eos, pad, gen)
-            for i, r in zip(idx, res):
+            for i, r in zip(idx, res, strict=True):
                 out[i] = r
     finally:
         model.train(was_training)

@@ -134,7 +134,7 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor] | None:
     for f in files:
         try:
             state.update(load_file(str(f)))
-        except Exception as exc:  # missing shard, truncated or corrupt file
+        except Exception as exc:  # noqa: BLE001 - missing shard, truncated or corrupt file
             raise UserError(f"cannot read weights: {_first_line(exc)}", path=str(f)) from None
     return state
 
@@ -177,7 +177,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Mo
 
     try:
         hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
-    except Exception as exc:  # unknown architecture, missing/corrupt weights, ...
+    except Exception as exc:  # noqa: BLE001 - unknown architecture, missing/corrupt weights, ...
         raise UserError(f"cannot load model: {_first_line(exc)}", path=str(folder)) from None
     return HFCausalLM(hf.to(dtype)).eval()
 
@@ -200,7 +200,7 @@ def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         return HFCausalLM(AutoModelForCausalLM.from_config(config))
-    except Exception as exc:  # unknown architecture, bad config
+    except Exception as exc:  # noqa: BLE001 - unknown architecture, bad config
         raise UserError(f"model.like: cannot build the architecture: {_first_line(exc)}",
                         path=str(folder)) from None
 

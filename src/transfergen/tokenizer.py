@@ -170,7 +170,7 @@ class TextTokenizer:
 
         try:
             hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:  # transformers raises many types for a bad folder
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise UserError(f"could not load a tokenizer ({type(exc).__name__}: {first})",
                             path=str(folder)) from None

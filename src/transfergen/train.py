@@ -275,7 +275,7 @@ def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokeni
 
 def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
           run_dir: str | Path, *, groups: list[dict] | None = None, hooks: Hooks | None = None,
-          resume: bool = False, info: DistInfo = DistInfo(), device: torch.device | None = None,
+          resume: bool = False, info: DistInfo | None = None, device: torch.device | None = None,
           setup_info: dict | None = None) -> dict:
     """Train `model` until `max_steps` (or `max_minutes`); returns the final trainer state.
 
@@ -284,6 +284,7 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
     `setup_info` joins the first metrics record (what the caller set up: task, strategy).
     """
     run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
+    info = info or DistInfo()
     run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
     if info.is_main:
         summary = {**log_param_summary(run.raw, run.optimizer), "dtype": run.precision.dtype}
@@ -324,7 +325,8 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
         if step % cfg.eval_every == 0 or step == cfg.max_steps or stop:
             rec = _eval_and_log(run, val, cfg, info, device, hooks)
             if info.is_main:
-                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "flops", "elapsed_s"))
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items()
+                                  if k not in ("step", "tokens", "flops", "elapsed_s"))
                 bar.write(f"[transfergen] step {step}: {shown}", file=sys.stderr)
             patience_out = any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
             if patience_out and not stop:

@@ -129,7 +129,7 @@ def tokenizer_stats(tok: TextTokenizer, docs: Sequence[str]) -> dict:
     n_tokens = sum(len(ids) for ids in encoded)
     n_chars = sum(len(d) for d in docs)
     n_words = sum(len(_WORD.findall(d)) for d in docs)
-    n_unknown = sum(_split_chars(d, ids, lengths) for d, ids in zip(docs, encoded))
+    n_unknown = sum(_split_chars(d, ids, lengths) for d, ids in zip(docs, encoded, strict=True))
     return {
         "n_docs": len(docs), "n_tokens": n_tokens, "n_chars": n_chars, "n_words": n_words,
         "tokens_per_char": n_tokens / max(n_chars, 1), "tokens_per_word": n_tokens / max(n_words, 1),
@@ -232,7 +232,7 @@ def learn_new_tokens(tok: TextTokenizer, docs: Sequence[str], n: int) -> list[st
     cands = _candidates(tok, docs, n)
     old_lens = [len(ids) for ids in tok.encode_batch(cands)] if cands else []
     # Strings the old vocab already has as one token save nothing.
-    gain = {c: k - 1 for c, k in zip(cands, old_lens) if k > 1}
+    gain = {c: k - 1 for c, k in zip(cands, old_lens, strict=True) if k > 1}
     return _greedy_select(_pretokens(tok, docs), gain, n) if gain else []
 
 
@@ -274,7 +274,7 @@ def init_rows_from_pieces(old_tok: TextTokenizer, model: nn.Module,
     """(n_new, d): row k = mean of the old embedding rows of old_tok.encode(new_tokens[k])."""
     weight = _embedding(model)  # (V, d)
     rows = []
-    for text, ids in zip(new_tokens, old_tok.encode_batch(list(new_tokens))):
+    for text, ids in zip(new_tokens, old_tok.encode_batch(list(new_tokens)), strict=True):
         if not ids or max(ids) >= weight.shape[0]:
             raise UserError(f"token {text!r} has pieces outside the model's {weight.shape[0]} "
                             "embedding rows (tokenizer and model do not match)")

@@ -202,7 +202,7 @@ def _fmt(value: object) -> str:
         return f"{value:.4f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return "–" if value is None else str(value)
+    return "-" if value is None else str(value)
 
 
 _PER_SIDE = [("documents", "docs"), ("word tokens", "words"), ("word types", "types"),

@@ -215,7 +215,7 @@ class _CKAStats:
             self.shift = (x.mean(0), y.mean(0))
         x, y = x - self.shift[0], y - self.shift[1]
         new = [x.sum(0), y.sum(0), x.T @ x, y.T @ y, y.T @ x]
-        self.sums = new if self.sums is None else [a + b.to(a.device) for a, b in zip(self.sums, new)]
+        self.sums = new if self.sums is None else [a + b.to(a.device) for a, b in zip(self.sums, new, strict=True)]
         self.n += x.shape[0]
 
     def value(self) -> float:
@@ -252,18 +252,18 @@ def _cka_rows(pretrained: nn.Module, finetuned: nn.Module, pre_batches: Sequence
               ft_batches: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None]) -> list[dict]:
     """Per-layer CKA; the two models may read different ids (vocab remapping) per batch."""
     stats: list[_CKAStats] | None = None
-    for ids_pre, ids_ft, mask in zip(pre_batches, ft_batches, masks):
+    for ids_pre, ids_ft, mask in zip(pre_batches, ft_batches, masks, strict=True):
         h_pre, h_ft = hidden_states(pretrained, ids_pre), hidden_states(finetuned, ids_ft)
         if len(h_pre) != len(h_ft):
             raise ValueError(f"layer_cka: the models have {len(h_pre) - 1} and {len(h_ft) - 1} layers")
         stats = stats or [_CKAStats() for _ in h_pre]
         keep = None if mask is None else mask.bool()
-        for s, a, b in zip(stats, h_pre, h_ft):
+        for s, a, b in zip(stats, h_pre, h_ft, strict=True):
             s.update(_flat(a, keep), _flat(b, keep))
     if stats is None:
         raise ValueError("layer_cka: no batches")
     names = ["embed"] + [f"layer {i}" for i in range(len(stats) - 1)]
-    return [{"name": name, "cka": s.value()} for name, s in zip(names, stats)]
+    return [{"name": name, "cka": s.value()} for name, s in zip(names, stats, strict=True)]
 
 
 def layer_cka(pretrained: nn.Module, finetuned: nn.Module, batches: list[torch.Tensor],
@@ -387,11 +387,11 @@ def layer_report(pretrained_dir: str, finetuned_dir: str, texts: list[str], max_
     limit = min(n for n in (max_tokens, pre.max_seq_len, ft.max_seq_len) if n is not None)
     if limit < 1:
         raise ValueError(f"layer_report: max_tokens must be positive, got {max_tokens}")
-    rows = [([tok.bos_id] + tok.encode(text))[:limit] for text in texts]
+    rows = [([tok.bos_id, *tok.encode(text)])[:limit] for text in texts]
     batches, masks = _pad_batches(rows, tok.pad_id)
     vocab = _embedding_rows(pre)
     pre_batches = [b.masked_fill(b >= vocab, tok.pad_id) for b in batches]
-    unknown = sum(int(((b >= vocab) & m.bool()).sum()) for b, m in zip(batches, masks))
+    unknown = sum(int(((b >= vocab) & m.bool()).sum()) for b, m in zip(batches, masks, strict=True))
     report = {"weight_change": weight_change(pre, ft), "cka": _cka_rows(pre, ft, pre_batches, batches, masks)}
     if unknown:
         report["note"] = (f"{unknown} token(s) have ids beyond the pretrained model's {vocab} embeddings "

@@ -76,7 +76,7 @@ def packaged_file(spec: str) -> Path:
     found = importlib.util.find_spec(entry.package)
     if found is None or not found.submodule_search_locations:
         raise UserError(f"'{spec}' needs the {entry.package} package: {entry.install}")
-    path = Path(list(found.submodule_search_locations)[0]) / entry.relpath
+    path = Path(next(iter(found.submodule_search_locations))) / entry.relpath
     if not path.is_file():
         raise UserError(f"the installed {entry.package} has no {entry.relpath}", path=str(path))
     return path

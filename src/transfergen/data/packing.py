@@ -99,7 +99,7 @@ def _init_worker(tok_dir: str, bos: int, eos: int, dtype: str) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         backend, jieba = load_backend(tok_dir)
-    except Exception as exc:  # an initializer that raises makes Pool respawn it forever
+    except Exception as exc:  # noqa: BLE001 - an initializer that raises makes Pool respawn it forever
         _worker["error"] = f"tokenizer worker could not load {tok_dir}: {exc}"
         return
     _worker.update(backend=backend, jieba=jieba, bos=bos, eos=eos, dtype=np.dtype(dtype))

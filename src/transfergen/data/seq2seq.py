@@ -74,7 +74,7 @@ def _assemble(tok: TextTokenizer, cfg: TaskConfig, prompt: list[int],
     tail = [*target[:keep], tok.eos_id]
     ids = head + tail
     if cfg.loss_on == "all":
-        labels = [IGNORE_INDEX] + ids[1:]
+        labels = [IGNORE_INDEX, *ids[1:]]
     else:
         labels = [IGNORE_INDEX] * len(head) + tail
     return ids, labels, len(prompt) > cfg.max_source_tokens or len(target) > keep
@@ -101,7 +101,7 @@ def encode_examples(examples: list[Example], tok: TextTokenizer,
     prompts = tok.encode_batch([format_prompt(cfg, ex.source) for ex in examples])
     targets = tok.encode_batch([ex.target for ex in examples])
     encoded, n_truncated = [], 0
-    for prompt, target in zip(prompts, targets):
+    for prompt, target in zip(prompts, targets, strict=True):
         ids, labels, cut = _assemble(tok, cfg, prompt, target)
         encoded.append((ids, labels))
         n_truncated += cut

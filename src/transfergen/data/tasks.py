@@ -82,7 +82,7 @@ def make_example(source: str, target: str, references: list[str] | None = None, 
 
 def split_names(cfg: TaskConfig) -> dict[str, str]:
     """File name of each split: train/val/test unless `options.splits` renames one."""
-    names = dict(zip(SPLITS, SPLITS))
+    names = dict(zip(SPLITS, SPLITS, strict=True))
     renames = cfg.options.get("splits") or {}
     if not isinstance(renames, dict) or not set(renames) <= set(SPLITS):
         raise ConfigError(f"task.options.splits must map {'/'.join(SPLITS)} to names, got {renames!r}")
@@ -116,7 +116,7 @@ def aligned_lines(paths: list[Path]) -> Iterator[tuple[int, tuple[str, ...]]]:
     lineno = 0
     for rows in zip_longest(*iters):
         if any(r is None for r in rows):
-            counts = [lineno + (r is not None) + sum(1 for _ in it) for r, it in zip(rows, iters)]
+            counts = [lineno + (r is not None) + sum(1 for _ in it) for r, it in zip(rows, iters, strict=True)]
             a, b = next((i, j) for i in range(len(paths)) for j in range(len(paths))
                         if counts[i] > counts[j])
             raise UserError(f"{paths[a].name} has {counts[a]} lines but {paths[b].name} has "

@@ -48,7 +48,7 @@ def check_inputs(hypotheses: Sequence[str], references: References) -> tuple[lis
         raise UserError("nothing to score: no hypotheses")
     hyps: list[str] = []
     refs: list[list[str]] = []
-    for i, (hyp, item) in enumerate(zip(hypotheses, references), 1):
+    for i, (hyp, item) in enumerate(zip(hypotheses, references, strict=True), 1):
         if not isinstance(hyp, str):
             raise UserError(f"hypothesis {i} is {_kind(hyp)}, not str")
         item_refs = [item] if isinstance(item, str) else item

@@ -64,7 +64,7 @@ def load_pairs(hyp_path: str, ref_paths: list[str]) -> tuple[list[str], list[lis
     """(hypotheses, references[i] = the non-empty reference lines for item i)."""
     hyps = read_lines(hyp_path)
     streams = [read_lines(p) for p in ref_paths]
-    for path, stream in zip(ref_paths, streams):
+    for path, stream in zip(ref_paths, streams, strict=True):
         if len(stream) != len(hyps):
             raise UserError(f"{path} has {_lines(len(stream))} but {hyp_path} has {len(hyps)}")
     if not hyps:

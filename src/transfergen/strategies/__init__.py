@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .base import (STRATEGIES, Layout, Plan, StrategyResult, apply_strategy, build_param_groups,
                    model_layout, register)
-from . import selection, discriminative, reinit, lora, l2sp  # noqa: E402,F401  (registers entries)
+from . import selection, discriminative, reinit, lora, l2sp  # noqa: F401  (registers entries)
 from .l2sp import l2sp_penalty
 from .lora import merge_lora
 from .selection import unfrozen_blocks

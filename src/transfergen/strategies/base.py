@@ -111,7 +111,7 @@ def _span(labels: list[str]) -> str:
     """Compress region labels: ['blocks.0', 'blocks.1', 'blocks.2'] -> 'blocks.0-2'."""
     out: list[str] = []
     run: list[int] = []
-    for label in labels + ["end"]:
+    for label in [*labels, "end"]:
         if label.startswith("blocks."):
             i = int(label.split(".")[1])
             if run and i == run[-1] + 1:

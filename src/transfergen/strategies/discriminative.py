@@ -22,7 +22,7 @@ def discriminative(model: nn.Module, opts: StrategyConfig, plan: Plan) -> None:
         raise ConfigError(f"strategy.lr_decay: must be in (0, 1], got {decay}")
     layout = model_layout(model)
     n = len(layout.blocks)
-    for names, factor in zip(layout.block_params, layer_factors(n, decay)):
+    for names, factor in zip(layout.block_params, layer_factors(n, decay), strict=True):
         plan.scale(names, factor)
     # The embedding sits below block 0, one more step down the ladder.
     plan.scale(layout.embed, decay ** n)

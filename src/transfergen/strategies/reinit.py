@@ -42,7 +42,7 @@ def reinit(model: nn.Module, opts: StrategyConfig, plan: Plan) -> None:
     n, k = len(layout.blocks), opts.reinit_top
     if not 1 <= k <= n:
         raise ConfigError(f"strategy.reinit_top: must be between 1 and the model's {n} blocks, got {k}")
-    for prefix, names in zip(layout.blocks[n - k:], layout.block_params[n - k:]):
+    for prefix, names in zip(layout.blocks[n - k:], layout.block_params[n - k:], strict=True):
         init_block(model, model.get_submodule(prefix))
         plan.new_params.update(names)
     count = sum(p.numel() for prefix in layout.blocks[n - k:]
