@@ -58,3 +58,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory) -> Path:
+    """One tiny model pretrained for 40 steps on the template corpus, shared by every test that
+    needs a pretrained model (fine-tuning, studies, analysis, the README's API block).
+
+    Tests only read it: each fine-tunes, evaluates or analyses into its own folder.
+    """
+    from transfergen.pretrain import run_pretrain
+
+    root = tmp_path_factory.mktemp("tiny_pretrained")
+    run_pretrain(tiny_config(make_corpus(root / "corpus.txt"), root / "run", train={"max_steps": 40}))
+    return root / "run"
