@@ -17,7 +17,7 @@ from transfergen.data.tasks import load_task, load_task_file
 from transfergen.finetune import run_finetune, subset
 from transfergen.model import TransferGenLM
 from transfergen.hub import load_model
-from transfergen.pretrain import build_initial_model, resolve_tokenizer
+from transfergen.session import build_initial_model, resolve_tokenizer
 from transfergen.distributed import DistInfo
 from transfergen.tokenizer import TextTokenizer
 

@@ -121,14 +121,16 @@ def test_bf16_autocast_trains(corpus, tmp_path):
 
 def test_best_checkpoint_and_early_stopping(corpus, tmp_path):
     """A metric that only gets worse after the first eval: best stays at step 5, patience stops."""
-    from transfergen.train import Hooks, train
-    from transfergen.pretrain import BlockBatches, resolve_tokenizer, build_initial_model
+    from transfergen.hooks import Hooks
+    from transfergen.pretrain import BlockBatches, corpus_docs
+    from transfergen.session import build_initial_model, resolve_tokenizer
+    from transfergen.train import train
     from transfergen.data.packing import prepare_corpus, val_batches
     from transfergen.distributed import DistInfo
 
     cfg = tiny_config(corpus, tmp_path / "run", train={"max_steps": 40, "eval_every": 5, "best_metric": "score",
                                                        "patience": 2})
-    tok = resolve_tokenizer(cfg, tmp_path / "run", DistInfo())
+    tok = resolve_tokenizer(cfg, tmp_path / "run", DistInfo(), docs=lambda: corpus_docs(cfg))
     splits = prepare_corpus(cfg.data, tok, tmp_path / "cache")
     model = build_initial_model(cfg, tok)
     scores = iter([10.0, 9.0, 8.0, 7.0, 6.0])

@@ -16,12 +16,12 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import write_text_atomic
 from .config import EvalConfig, TaskConfig
 from .data.seq2seq import prompt_ids, task_val_batches
 from .data.tasks import Example, load_task
 from .errors import UserError
 from .generate import GenerationConfig, generate
+from .io import write_json_atomic, write_text_atomic
 from .metrics import compute, flatten
 from .tokenizer import TextTokenizer
 from .train import evaluate_loss
@@ -116,5 +116,5 @@ def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: E
     rows = [json.dumps({"source": ex.source, "hypothesis": h, "references": ex.references}, ensure_ascii=False)
             for ex, h in zip(examples, hyps, strict=True)]
     write_text_atomic(out_dir / "predictions.jsonl", "\n".join(rows) + "\n")
-    write_text_atomic(out_dir / "scores.json", json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    write_json_atomic(out_dir / "scores.json", result)
     return result

@@ -25,8 +25,7 @@ from .data.seq2seq import TaskBatches, task_val_batches
 from .data.tasks import Example, TaskData, load_task
 from .errors import UserError
 from .hub import load_model
-from .pretrain import build_initial_model, check_length, resolve_tokenizer
-from .session import Session, session
+from .session import Session, build_initial_model, check_length, resolve_tokenizer, session
 from .strategies import apply_strategy
 from .tokenizer import TextTokenizer
 from .train import train

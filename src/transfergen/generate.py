@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .errors import UserError
 from .decode import PackedLM, pack
 from .layers import KVCache
-from .model import HFCausalLM, TransferGenLM, _unwrap
+from .model import HFCausalLM, TransferGenLM, unwrap
 
 NEG = -1.0e9  # transformers' "never pick this" score in beam search (not -inf: sums stay finite)
 
@@ -328,7 +328,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]] | 
     cfg = cfg or GenerationConfig()
     cfg.validate()
     rows = [[tokenizer.bos_id, *tokenizer.encode(p)] if isinstance(p, str) else list(p) for p in prompts]
-    model = _unwrap(model)
+    model = unwrap(model)
     eos, pad = tokenizer.eos_id, tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
     pad = pad if pad is not None else 0
     device = next(model.parameters()).device

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
-from .model import HFCausalLM, ModelShape, TransferGenLM, _unwrap, build_model
+from .model import HFCausalLM, ModelShape, TransferGenLM, build_model, unwrap
 
 
 def hf_config(shape: ModelShape) -> Any:
@@ -46,7 +46,7 @@ def save_model(model: nn.Module, out_dir: str | Path) -> None:
     """Write `model` to `out_dir` in Hugging Face format (config, safetensors, generation config)."""
     from transformers import GenerationConfig
 
-    model, out = _unwrap(model), Path(out_dir)
+    model, out = unwrap(model), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, TransferGenLM):
         from safetensors.torch import save_file

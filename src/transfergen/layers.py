@@ -7,14 +7,11 @@ parent model relies on that for one-to-one state dicts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from .model import ModelShape
+from .shape import ModelShape
 
 # SDPA learned grouped-query attention (enable_gqa) in torch 2.5; it skips the K/V copy.
 _SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)

@@ -16,6 +16,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .errors import ConfigError
+from .hooks import ParamGroup
 
 SCHEDULES = ("exponential", "cosine", "constant")
 
@@ -52,7 +53,7 @@ def schedule_for(cfg: TrainConfig):
     return fn
 
 
-def default_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+def default_param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[ParamGroup]:
     """Two groups: matrices (decayed) and vectors such as norm gains (not decayed).
 
     Decaying RMSNorm gains pulls them towards 0 and fights the normalisation,
@@ -62,12 +63,12 @@ def default_param_groups(model: nn.Module, lr: float, weight_decay: float) -> li
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "base_lr": lr, "name": "decay"},
-              {"params": no_decay, "weight_decay": 0.0, "base_lr": lr, "name": "no_decay"}]
+    groups = [ParamGroup(params=decay, weight_decay=weight_decay, base_lr=lr, name="decay"),
+              ParamGroup(params=no_decay, weight_decay=0.0, base_lr=lr, name="no_decay")]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(groups: list[ParamGroup], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over `groups`; each group must carry its own `base_lr`."""
     for g in groups:
         g.setdefault("base_lr", cfg.lr)

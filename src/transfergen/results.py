@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .study import Run, StudyConfig, plan, pretrain_cost, pretrained_dir, scratch_arm
-from .train import read_metrics
+from .io import read_metrics
 
 
 @dataclass

@@ -1,15 +1,18 @@
-"""What every training command does around the loop: device, ranks, threads, run folder.
+"""What every training command does around the loop: device, ranks, threads, run folder,
+and the tokenizer and initial model.
 
 Pretraining and fine-tuning share this so that both refuse to overwrite a finished
-run, record their resolved config, and behave identically under torchrun.
+run, record their resolved config, and behave identically under torchrun; a fine-tuning
+run's tokenizer and initial weights come about exactly as a pretraining run's do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,10 @@ from .checkpoint import latest_checkpoint
 from .config import RunConfig, save_yaml
 from .distributed import DistInfo, barrier, init_distributed, pick_device, shutdown
 from .errors import UserError
+from .hub import build_like, load_model
+from .model import build_model, resolve_shape
 from .precision import emulated_warning, resolve_dtype
+from .tokenizer import TextTokenizer
 
 
 @dataclass
@@ -80,3 +86,49 @@ def session(cfg: RunConfig) -> Iterator[Session]:
         yield Session(cfg, info, device, run_dir)
     finally:
         shutdown(info)
+
+
+# ---------------------------------------------------------------------------
+# what pretraining and fine-tuning both set up before the loop
+
+
+def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
+                      docs: Callable[[], Iterator[str]] | None = None) -> TextTokenizer:
+    """The run's tokenizer: a given folder, the init (or `model.like`) model's, or a new BPE
+    trained on `docs()` (saved in the run, reused on resume). Rank 0 trains, the others wait."""
+    own = run_dir / "tokenizer"
+    borrowed = cfg.tokenizer.path or (cfg.init if cfg.init != "scratch" else cfg.model.like)
+    if borrowed:  # a given tokenizer, the pretrained model's, or the one of the model copied
+        return TextTokenizer.load(borrowed)
+    if info.is_main and not (own / "tokenizer.json").is_file():
+        if docs is None:
+            raise UserError("no tokenizer: set tokenizer.path, or give text to train one on")
+        tc = cfg.tokenizer
+        tok = TextTokenizer.train(itertools.islice(docs(), tc.max_train_docs), tc.vocab_size,
+                                  tc.min_frequency, jieba=tc.jieba)
+        tmp = run_dir / "tokenizer.tmp"
+        tok.save(tmp)
+        os.replace(tmp, own)
+    barrier(info)
+    return TextTokenizer.load(own)
+
+
+def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
+    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint."""
+    torch.manual_seed(cfg.train.seed)  # identical replicas on every rank
+    if cfg.init == "scratch" and cfg.model.like:
+        model = build_like(cfg.model.like, seed=cfg.train.seed)
+    elif cfg.init == "scratch":
+        shape = resolve_shape(cfg.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
+        model = build_model(shape, seed=cfg.train.seed)
+    else:
+        model = load_model(cfg.init)
+    return model
+
+
+def check_length(model: torch.nn.Module, length: int, key: str) -> None:
+    """Sequences longer than the model's positions would fail mid-run: refuse them now."""
+    max_len = getattr(model, "max_seq_len", None)
+    if max_len is not None and length > max_len:
+        raise UserError(f"config key '{key}' asks for sequences of {length} tokens, more than the "
+                        f"model's max_seq_len {max_len}")

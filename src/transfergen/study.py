@@ -38,6 +38,7 @@ from pathlib import Path
 from .config import RunConfig, build_config, from_dict, load_yaml, merge, save_yaml, to_dict
 from .data.tasks import load_task_file
 from .errors import ConfigError, UserError
+from .io import read_metrics, write_json_atomic
 
 
 @dataclass
@@ -187,8 +188,6 @@ def _run_config(cfg: StudyConfig, arm: ArmConfig, task: dict, pre: str, size: in
 
 def last_record(run_dir: Path, key: str = "tokens") -> dict | None:
     """The last metrics.jsonl record holding `key` (None without a log)."""
-    from .train import read_metrics
-
     return next((rec for rec in reversed(read_metrics(run_dir)) if key in rec), None)
 
 
@@ -250,8 +249,6 @@ def run_one(run_dir: Path) -> dict:
 
 
 def _setup_record(run_dir: Path) -> dict:
-    from .train import read_metrics
-
     return next((rec for rec in read_metrics(run_dir) if rec.get("event") == "setup"), {})
 
 
@@ -265,9 +262,7 @@ def _layer_analysis(pretrained: Path, run_dir: Path, cfg: RunConfig, n: int) -> 
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from .checkpoint import write_text_atomic
-
-    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    write_json_atomic(path, obj)
 
 
 # ---------------------------------------------------------------------------

@@ -53,6 +53,19 @@ def _jieba() -> Any:
     return jieba
 
 
+def jieba_cut(text: str) -> list[str]:
+    """jieba's dictionary-only cut of `text` (HMM off: no guessed words), empty pieces dropped.
+
+    The one segmentation the project uses: BPE pre-segmentation here, words for the metrics.
+    """
+    return [w for w in _jieba().lcut(text, HMM=False) if w]
+
+
+def jieba_version() -> str:
+    """The installed jieba's version (metric signatures record it)."""
+    return str(_jieba().__version__)
+
+
 def jieba_pieces(text: str) -> list[str]:
     """Cut `text` into pieces whose concatenation is `text`; CJK runs are jieba words."""
     pieces: list[str] = []
@@ -61,7 +74,7 @@ def jieba_pieces(text: str) -> list[str]:
         if not run:
             continue
         if k % 2 == 1:
-            pieces.extend(w for w in _jieba().lcut(run, HMM=False) if w)
+            pieces.extend(jieba_cut(run))
         else:
             pieces.append(run)
     return pieces

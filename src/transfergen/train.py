@@ -10,11 +10,10 @@ logging and atomic checkpoints; it runs data-parallel under torchrun unchanged.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -27,6 +26,8 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .errors import ConfigError
 from .distributed import DistInfo, any_rank_true, replica_divergence
+from .hooks import Hooks, ParamGroup, describe_groups
+from .io import MetricsLog
 from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
 from .precision import Precision, autocast, resolve_dtype
 
@@ -39,74 +40,6 @@ class BatchSource(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-@dataclass
-class Hooks:
-    """Extension points for strategies; the loop calls them without knowing who made them.
-
-    on_step(step, optimizer): before each update (gradual unfreezing flips requires_grad).
-    loss_terms(): extra scalar losses added to the task loss (e.g. an L2-SP penalty).
-    export(model) -> model: what a checkpoint saves as the HF model (e.g. LoRA merged
-    into plain weights); None saves the training model itself.
-    evaluate(model) -> dict: extra numbers for each evaluation record (e.g. generation
-    metrics on a fixed validation subset), computed on rank 0.
-    """
-
-    on_step: list[Callable[[int, torch.optim.Optimizer], None]] = field(default_factory=list)
-    loss_terms: list[Callable[[], torch.Tensor]] = field(default_factory=list)
-    export: Callable[[torch.nn.Module], torch.nn.Module] | None = None
-    evaluate: Callable[[torch.nn.Module], dict] | None = None
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every record of a run's metrics.jsonl, in order ([] without one)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-
-class MetricsLog:
-    """metrics.jsonl (and TensorBoard when installed), written by rank 0 only."""
-
-    def __init__(self, run_dir: Path, enabled: bool, truncate_after: int | None = None):
-        self.path = run_dir / "metrics.jsonl"
-        self.enabled = enabled
-        self.tb = None
-        if not enabled:
-            return
-        if truncate_after is None:  # a fresh run: drop records of an earlier, checkpoint-less try
-            self.path.unlink(missing_ok=True)
-        else:
-            self._truncate(truncate_after)
-        try:  # optional: TensorBoard only when the package is installed
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # noqa: BLE001 - missing tensorboard is not an error
-            self.tb = None
-
-    def _truncate(self, step: int) -> None:
-        """On resume, drop records past the checkpoint so curves have no duplicate steps."""
-        if not self.path.exists():
-            return
-        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        ckpt.write_text_atomic(self.path, "".join(k + "\n" for k in keep))
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if self.tb is not None and "step" in record:
-            for key, val in record.items():
-                if isinstance(val, (int, float)) and key != "step":
-                    self.tb.add_scalar(key, val, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -136,14 +69,8 @@ def evaluate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
 
 
 def log_param_summary(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Trainable/frozen counts and each group's base lr: what a strategy actually did."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    groups = [{"name": g.get("name", f"group{i}"), "params": sum(p.numel() for p in g["params"]),
-               "base_lr": g["base_lr"], "weight_decay": g["weight_decay"]}
-              for i, g in enumerate(optimizer.param_groups)]
-    return {"event": "setup", "step": 0, "trainable_params": trainable, "frozen_params": frozen,
-            "param_groups": groups}
+    """The run's first metrics record: trainable/frozen counts and each group's base lr."""
+    return {"event": "setup", "step": 0, **describe_groups(model, optimizer.param_groups)}
 
 
 @dataclass
@@ -164,7 +91,7 @@ class _Run:
         return fn(seq_len) if fn else 6.0 * sum(p.numel() for p in self.raw.parameters())
 
 
-def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups, resume: bool,
+def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGroup] | None, resume: bool,
            info: DistInfo, device: torch.device) -> _Run:
     model.to(device)
     groups = groups if groups is not None else default_param_groups(model, cfg.lr, cfg.weight_decay)
@@ -274,7 +201,7 @@ def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokeni
 
 
 def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
-          run_dir: str | Path, *, groups: list[dict] | None = None, hooks: Hooks | None = None,
+          run_dir: str | Path, *, groups: list[ParamGroup] | None = None, hooks: Hooks | None = None,
           resume: bool = False, info: DistInfo | None = None, device: torch.device | None = None,
           setup_info: dict | None = None) -> dict:
     """Train `model` until `max_steps` (or `max_minutes`); returns the final trainer state.

@@ -39,7 +39,7 @@ import torch.nn as nn
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from .errors import UserError
-from .model import HFCausalLM, TransferGenLM, _unwrap
+from .model import HFCausalLM, TransferGenLM, unwrap
 from .tokenizer import SPECIAL_TOKENS, TextTokenizer, jieba_pieces
 
 # Words for fertility: one CJK character, or a run of non-space, non-CJK characters.
@@ -260,7 +260,7 @@ def add_tokens(tok: TextTokenizer, new_tokens: Sequence[str]) -> TextTokenizer:
 
 def _embedding(model: nn.Module) -> torch.Tensor:
     """The (V, d) input embedding weight of a TransferGenLM or HFCausalLM."""
-    model = _unwrap(model)
+    model = unwrap(model)
     if isinstance(model, TransferGenLM):
         return model.model.embed_tokens.weight
     if isinstance(model, HFCausalLM):
@@ -289,7 +289,7 @@ def resize_embeddings(model: nn.Module, new_rows: torch.Tensor) -> nn.Module:
     The embedding Parameter is replaced, so build the optimizer after this. An untied
     HF head gets the mean of its old rows for the new ids (logits start neutral).
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     old = _embedding(inner)
     n_old, n_new = old.shape[0], new_rows.shape[0]
     rows = new_rows.to(device=old.device, dtype=old.dtype)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import apply_rope
-from ..model import HFCausalLM, TransferGenLM, _unwrap
+from ..model import HFCausalLM, TransferGenLM, unwrap
 
 # Texts per forward pass in `layer_report`: small enough for CPU, padding stays modest.
 _REPORT_BATCH = 8
@@ -103,8 +103,8 @@ def weight_change(pretrained: nn.Module, finetuned: nn.Module) -> list[dict]:
     """
     pre, ft = _float_state(pretrained), _float_state(finetuned)
     if not pre.keys() & ft.keys():
-        raise ValueError(f"weight_change: no parameter names of {type(_unwrap(finetuned)).__name__} "
-                         f"match those of {type(_unwrap(pretrained)).__name__}")
+        raise ValueError(f"weight_change: no parameter names of {type(unwrap(finetuned)).__name__} "
+                         f"match those of {type(unwrap(pretrained)).__name__}")
     sums, rows = _group_sums(pre, ft), []
     for group in sorted(sums, key=_group_key):
         diff, base, count, note = sums[group]
@@ -183,7 +183,7 @@ def hidden_states(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tenso
     Causal, no cache, no padding mask (right padding leaves real positions untouched).
     The last entry is before the final norm for every kind of model.
     """
-    core = _unwrap(model)
+    core = unwrap(model)
     with _inference(model):
         ids = input_ids.to(next(core.parameters()).device)
         if isinstance(core, TransferGenLM):
@@ -299,7 +299,7 @@ def _check_attention_args(core: nn.Module, input_ids: torch.Tensor, layer: int, 
 
 def attention_map(model: nn.Module, input_ids: torch.Tensor, layer: int = -1, head: int = 0) -> torch.Tensor:
     """(1,T) ids -> (T,T) causal attention probabilities of one layer and head (rows sum to 1)."""
-    core = _unwrap(model)
+    core = unwrap(model)
     index = _check_attention_args(core, input_ids, layer, head)
     with _inference(model):
         ids = input_ids.to(next(core.parameters()).device)
@@ -352,7 +352,7 @@ def plot_attention(attn: torch.Tensor, tokens: list[str], path: str | Path, titl
 
 def _embedding_rows(model: nn.Module) -> int:
     """How many token ids the model can embed."""
-    core = _unwrap(model)
+    core = unwrap(model)
     if isinstance(core, TransferGenLM):
         return core.model.embed_tokens.weight.shape[0]
     hf = core.hf if isinstance(core, HFCausalLM) else core

@@ -34,8 +34,7 @@ from ..config import TaskConfig
 from ..errors import UserError
 from .packaged import PACKAGED, PREFIX, is_packaged, packaged_file
 from .readers import iter_lines
-from .tasks import (Example, TaskData, aligned_lines, make_example, register_reader,
-                    split_names)
+from .examples import Example, TaskData, aligned_lines, make_example, register_reader, split_names
 
 
 def _split_names(cfg: TaskConfig, test: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UserError
-from ..tokenizer import _jieba
+from ..tokenizer import jieba_cut, jieba_version
 
 ZH_MODES = ("jieba", "char")
 _CJK_LANGS = {"zh", "cmn", "yue", "wuu", "ja", "ko"}
@@ -49,8 +49,8 @@ def check_zh_mode(zh_mode: str) -> None:
 
 def _cut_cjk(run: str, use_jieba: bool) -> list[str]:
     if use_jieba:
-        # HMM off: dictionary-only cuts, the same choice as the project's jieba tokenizer.
-        return [w for w in _jieba().lcut(run, HMM=False) if w.strip()]
+        # Dictionary-only cuts, the same segmentation as the project's jieba tokenizer.
+        return [w for w in jieba_cut(run) if w.strip()]
     return list(run)
 
 
@@ -75,7 +75,7 @@ def tokenizer_name(lang: str, zh_mode: str) -> str:
     if not is_cjk_lang(lang):
         return "words"
     if zh_mode == "jieba" and is_chinese(lang):
-        return f"jieba-{_jieba().__version__}"
+        return f"jieba-{jieba_version()}"
     return "char"
 
 

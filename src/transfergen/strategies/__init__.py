@@ -2,8 +2,8 @@
 
 `apply_strategy(model, cfg.strategy, cfg.train)` runs the entries named in
 `strategy.name` (joined by '+', e.g. `reinit+discriminative`) and returns the
-optimizer groups, loop hooks, an optional `export` (training model -> model to
-save) and a summary to log. Entries live in one small module each and register
+optimizer groups, the loop hooks (`hooks.export`: training model -> model to save)
+and a summary to log. Entries live in one small module each and register
 themselves with `@register("name")`.
 """
 
@@ -14,7 +14,6 @@ from .base import (STRATEGIES, Layout, Plan, StrategyResult, apply_strategy, bui
 from . import selection, discriminative, reinit, lora, l2sp  # noqa: F401  (registers entries)
 from .l2sp import l2sp_penalty
 from .lora import merge_lora
-from .selection import unfrozen_blocks
 
 __all__ = ["STRATEGIES", "Layout", "Plan", "StrategyResult", "apply_strategy", "build_param_groups",
-           "l2sp_penalty", "merge_lora", "model_layout", "register", "unfrozen_blocks"]
+           "l2sp_penalty", "merge_lora", "model_layout", "register"]

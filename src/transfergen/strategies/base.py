@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..config import StrategyConfig, TrainConfig
 from ..errors import ConfigError, UserError
-from ..train import Hooks
+from ..hooks import Hooks, ParamGroup
 
 Entry = Callable[[nn.Module, StrategyConfig, "Plan"], None]
 STRATEGIES: dict[str, Entry] = {}
@@ -127,7 +127,7 @@ def _span(labels: list[str]) -> str:
     return "+".join(out)
 
 
-def build_param_groups(model: nn.Module, plan: Plan, lr: float, weight_decay: float) -> list[dict]:
+def build_param_groups(model: nn.Module, plan: Plan, lr: float, weight_decay: float) -> list[ParamGroup]:
     """AdamW groups keyed by (base lr, decayed?) over every trainable or pending parameter.
 
     base lr = plan.lr_abs.get(name, lr) * plan.lr_scale.get(name, 1). Matrices decay,
@@ -152,33 +152,30 @@ def build_param_groups(model: nn.Module, plan: Plan, lr: float, weight_decay: fl
             g["regions"].append(r)
     out = []
     for (base_lr, decay), g in groups.items():
-        regions = g.pop("regions")
-        label = "all" if len(regions) == len(layout.blocks) + 2 else _span(regions)
-        g["name"] = f"{label} x{base_lr / lr:.2f} {'decay' if decay else 'no_decay'}"
-        out.append(g)
+        label = "all" if len(g["regions"]) == len(layout.blocks) + 2 else _span(g["regions"])
+        name = f"{label} x{base_lr / lr:.2f} {'decay' if decay else 'no_decay'}"
+        out.append(ParamGroup(params=g["params"], name=name, base_lr=base_lr, weight_decay=g["weight_decay"]))
     return out
 
 
 @dataclass
 class StrategyResult:
-    """What the caller hands to `train` (groups, hooks) and uses when saving (export)."""
+    """What the caller hands to `train`: the groups, and the hooks (whose `export` says what
+    a checkpoint saves); `summary` is what the strategy did beyond them (for the log)."""
 
-    groups: list[dict]
+    groups: list[ParamGroup]
     hooks: Hooks
-    export: Callable[[nn.Module], nn.Module] | None
     summary: dict[str, Any]
 
 
-def _summary(model: nn.Module, plan: Plan, groups: list[dict]) -> dict[str, Any]:
+def _summary(model: nn.Module, plan: Plan) -> dict[str, Any]:
+    """The entries run, the parameters a hook unfreezes later, and each entry's log line.
+
+    Trainable and frozen counts are the loop's (`hooks.describe_groups`), not repeated here.
+    """
     params = dict(model.named_parameters())
-    trainable = sum(p.numel() for p in params.values() if p.requires_grad)
     pending = sum(params[n].numel() for n in plan.pending if not params[n].requires_grad)
-    frozen = sum(p.numel() for p in params.values()) - trainable
-    rows = [{"name": g["name"], "base_lr": g["base_lr"], "weight_decay": g["weight_decay"],
-             "params": sum(p.numel() for p in g["params"])} for g in groups]
-    return {"strategy": "+".join(plan.applied), "trainable_params": trainable,
-            "frozen_params": frozen, "pending_params": pending, "param_groups": rows,
-            "log": list(plan.log)}
+    return {"strategy": "+".join(plan.applied), "pending_params": pending, "log": list(plan.log)}
 
 
 def _entries(name: str) -> list[str]:
@@ -204,4 +201,4 @@ def apply_strategy(model: nn.Module, scfg: StrategyConfig, tcfg: TrainConfig) ->
     if not groups:
         raise ConfigError(f"strategy.name: '{scfg.name}' leaves no parameter to train")
     plan.hooks.export = plan.export  # checkpoints save the exported (e.g. LoRA-merged) model
-    return StrategyResult(groups, plan.hooks, plan.export, _summary(model, plan, groups))
+    return StrategyResult(groups, plan.hooks, _summary(model, plan))

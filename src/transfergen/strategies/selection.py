@@ -61,14 +61,6 @@ def freeze(model: nn.Module, opts: StrategyConfig, plan: Plan) -> None:
     plan.log.append(f"freeze: froze {', '.join(what)}: {_count(model, names):,} parameters")
 
 
-def unfrozen_blocks(step: int, n_blocks: int, every: int) -> int:
-    """How many top blocks train at `step`: 1 at first, one more every `every` steps.
-
-    The embeddings unfreeze one period after the last block, at step n_blocks * every.
-    """
-    return min(n_blocks, 1 + step // every)
-
-
 def _stages(layout: Layout) -> list[list[str]]:
     """Parameter names in unfreezing order: top block + head, next blocks down, embeddings."""
     blocks = layout.block_params[::-1]

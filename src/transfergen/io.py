@@ -1,0 +1,82 @@
+"""Small file I/O shared by the loop, evaluation and studies: atomic text, metrics.jsonl.
+
+No torch at import time: the study report reads these files without loading a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` in one step: readers see the old file or the new, never half."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """`obj` as indented UTF-8 JSON, written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path` (UTF-8)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every record of a run's metrics.jsonl, in order ([] without one)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+class MetricsLog:
+    """metrics.jsonl (and TensorBoard when installed), written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, truncate_after: int | None = None):
+        self.path = run_dir / METRICS_FILE
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        if truncate_after is None:  # a fresh run: drop records of an earlier, checkpoint-less try
+            self.path.unlink(missing_ok=True)
+        else:
+            self._truncate(truncate_after)
+        try:  # optional: TensorBoard only when the package is installed
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # noqa: BLE001 - missing tensorboard is not an error
+            self.tb = None
+
+    def _truncate(self, step: int) -> None:
+        """On resume, drop records past the checkpoint so curves have no duplicate steps."""
+        if not self.path.exists():
+            return
+        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(k + "\n" for k in keep))
+
+    def write(self, record: dict) -> None:
+        """Append one record (a JSON line); numbers also go to TensorBoard."""
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None and "step" in record:
+            for key, val in record.items():
+                if isinstance(val, (int, float)) and key != "step":
+                    self.tb.add_scalar(key, val, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
