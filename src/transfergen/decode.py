@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UserError
-from .layers import _SDPA_GQA, KVCache, apply_rope, decode_mask
+from .layers import KVCache, apply_rope, attend, decode_mask
 from .model import TransferGenLM
 
 MAX_ROWS = 16  # tokens per call (B*T) up to which the packed path is used
@@ -58,21 +57,14 @@ class PackedLM:
     def __call__(self, input_ids: torch.Tensor, *, cache: KVCache, position_ids: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, logits_to_keep: int = 0) -> torch.Tensor:
         """(B,T) ids -> (B,T|keep,V) logits; same contract as `TransferGenLM.forward`."""
-        lm, s = self.model, self.shape
+        lm = self.model
         B, T = input_ids.shape
         if B * T > MAX_ROWS:
             return lm(input_ids, cache=cache, position_ids=position_ids, attention_mask=attention_mask,
                       logits_to_keep=logits_to_keep)
         past = cache.length
-        last = past + T if position_ids is None else int(position_ids.max()) + 1
-        if last > s.max_seq_len:
-            raise UserError(f"sequence length {last} exceeds model.max_seq_len {s.max_seq_len}")
         x = lm.model.embed_tokens(input_ids)  # (B,T,d)
-        if position_ids is None:
-            cos, sin = lm.rope_cos[past:past + T], lm.rope_sin[past:past + T]  # (T,hd/2)
-        else:
-            cos, sin = lm.rope_cos[position_ids].unsqueeze(1), lm.rope_sin[position_ids].unsqueeze(1)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        cos, sin = lm.model.rotary_emb(T, past, position_ids, x.dtype)  # the module forward's positions
         mask = decode_mask(attention_mask, past, T, x.device)
         causal = mask is None and past == 0 and T > 1
         for i, weights in enumerate(self.layers):
@@ -91,12 +83,7 @@ class PackedLM:
         # (B,T,(H+2KV)*hd) -> (B,H+2KV,T,hd) -> q (B,H,T,hd), k and v (B,KV,T,hd)
         q, k, v = (norm1(x) @ qkv).view(B, T, H + 2 * KV, hd).transpose(1, 2).split([H, KV, KV], 1)
         k, v = cache.update(i, apply_rope(k, cos, sin), v)
-        gqa = {}
-        if KV != H and _SDPA_GQA:
-            gqa = {"enable_gqa": True}
-        elif KV != H:
-            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-        y = F.scaled_dot_product_attention(apply_rope(q, cos, sin), k, v, attn_mask=mask, is_causal=causal, **gqa)
+        y = attend(apply_rope(q, cos, sin), k, v, mask, causal)  # (B,H,T,hd)
         x = x + y.transpose(1, 2).reshape(B, T, d) @ o
         gate, up = (norm2(x) @ gate_up).split(s.d_ff, -1)  # (B,T,ff) each
         return x + (F.silu(gate) * up) @ down

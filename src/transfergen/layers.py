@@ -1,8 +1,11 @@
 """Building blocks of the Llama-style decoder: RMSNorm, RoPE, attention, SwiGLU, block.
 
-Kept apart from `model.py` (shape, presets, the full model and HF save/load) so each
-file reads in one sitting. Module names follow `transformers`' Llama exactly; the
-parent model relies on that for one-to-one state dicts.
+The model's maths is written here once: positions and their RoPE tables
+(`RotaryEmbedding`), the rotation (`apply_rope`), grouped-query attention (`repeat_kv`,
+`attend`) and the projections (`LlamaAttention.qkv`). The module forward (`model.py`),
+the fused decoding path (`decode.py`) and the analysis (`analysis/layers.py`) all call
+these. Module names follow `transformers`' Llama exactly; the parent model relies on
+that for one-to-one state dicts.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import UserError
 from .shape import ModelShape
 
 # SDPA learned grouped-query attention (enable_gqa) in torch 2.5; it skips the K/V copy.
@@ -31,6 +35,36 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+class RotaryEmbedding(nn.Module):
+    """cos/sin of every position, computed once like HF (fp32, theta^(-2i/hd)), and the
+    positions a forward call needs. Non-persistent buffers: derived from the shape, kept
+    out of the state dict (as HF's `rotary_emb`)."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float), inv_freq)  # (T_max, hd/2)
+        self.register_buffer("cos", freqs.cos(), persistent=False)
+        self.register_buffer("sin", freqs.sin(), persistent=False)
+
+    def forward(self, T: int, past: int = 0, position_ids: torch.Tensor | None = None,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for T new tokens after `past` cached ones, cast to `dtype`.
+
+        Without `position_ids` a token's position is its slot: (T, hd/2) views. With them
+        (B,T) (left padding: cumsum(mask) - 1) each row has its own: gathered to
+        (B,1,T,hd/2), which broadcasts over heads. Positions past the table fail here.
+        """
+        last = past + T if position_ids is None else int(position_ids.max()) + 1
+        if last > self.cos.shape[0]:
+            raise UserError(f"sequence length {last} exceeds model.max_seq_len {self.cos.shape[0]}")
+        if position_ids is None:
+            cos, sin = self.cos[past:past + T], self.sin[past:past + T]
+        else:
+            cos, sin = self.cos[position_ids].unsqueeze(1), self.sin[position_ids].unsqueeze(1)
+        return cos.to(dtype), sin.to(dtype)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (B,H,T,hd) by position, HF's rotate_half layout (pairs are i and i + hd/2).
 
@@ -40,6 +74,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     x1, x2 = x.chunk(2, dim=-1)  # each (B,H,T,hd/2), strided views
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B,KV,T,hd) -> (B,KV*n_rep,T,hd): query head h reads kv head h // n_rep (HF's repeat_kv)."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           causal: bool) -> torch.Tensor:
+    """SDPA of q (B,H,T,hd) over grouped keys/values (B,KV,S,hd) -> (B,H,T,hd).
+
+    `mask` (B|1,1,T,S) True = may attend; `causal` for an unmasked prefill. torch >= 2.5
+    reads the shared K/V heads in place (enable_gqa); older torch gets them repeated.
+    """
+    n_rep = q.shape[1] // k.shape[1]
+    if n_rep > 1 and _SDPA_GQA:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+    return F.scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), attn_mask=mask,
+                                          is_causal=causal)
 
 
 class LlamaAttention(nn.Module):
@@ -53,26 +106,26 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(s.d_model, s.n_kv_head * s.head_dim, bias=False)
         self.o_proj = nn.Linear(s.n_head * s.head_dim, s.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer_idx: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B,T,d) -> q (B,H,T,hd) and k (B,KV,T,hd) rotated by position, v (B,KV,T,hd)."""
         B, T, _ = x.shape
         # (B,T,H*hd) -> (B,H,T,hd) as views; RoPE's output is a fresh contiguous tensor
         q = apply_rope(self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2), cos, sin)
         k = apply_rope(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2), cos, sin)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B,KV,T,hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, layer_idx: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x, cos, sin)
         # Training passes neither: plain is_causal SDPA. Decoding attends over all cached
         # keys (B,KV,past+T,hd); `mask` (B|1,1,T,past+T) hides pads/future, None = see all.
         causal = cache is None and mask is None
         if cache is not None:
             k, v = cache.update(layer_idx, k, v)
             causal = mask is None and k.shape[2] == T and T > 1  # prefill of an unpadded batch
-        gqa = {}
-        if self.n_kv_head != self.n_head and _SDPA_GQA:
-            gqa = {"enable_gqa": True}  # query head h reads kv head h // rep, like HF's repeat_kv
-        elif self.n_kv_head != self.n_head:  # older torch: materialise the repeated heads
-            rep = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **gqa)  # (B,H,T,hd)
+        y = attend(q, k, v, mask, causal)  # (B,H,T,hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B,T,d)
 
 

@@ -18,8 +18,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .errors import UserError
-from .layers import KVCache, LlamaDecoderLayer, RMSNorm, decode_mask
+from .layers import KVCache, LlamaDecoderLayer, RMSNorm, RotaryEmbedding, decode_mask
 from .shape import PRESETS, ModelShape, resolve_shape
 
 __all__ = ["PRESETS", "HFCausalLM", "ModelShape", "TransferGenLM", "build_model", "resolve_shape", "unwrap"]
@@ -36,6 +35,7 @@ class LlamaBackbone(nn.Module):
         self.embed_tokens = nn.Embedding(s.vocab_size, s.d_model)
         self.layers = nn.ModuleList(LlamaDecoderLayer(s) for _ in range(s.n_layer))
         self.norm = RMSNorm(s.d_model, s.norm_eps)
+        self.rotary_emb = RotaryEmbedding(s.head_dim, s.max_seq_len, s.rope_theta)  # no parameters
 
 
 class TransferGenLM(nn.Module):
@@ -49,13 +49,6 @@ class TransferGenLM(nn.Module):
         # Tying: the head scores tokens against the input embeddings; saves V*d params,
         # which at these sizes is a large share of the model.
         self.lm_head.weight = self.model.embed_tokens.weight
-        # cos/sin for every position, computed once like HF (fp32, theta^(-2i/hd)).
-        # Non-persistent: derived from the shape, so kept out of the state dict.
-        hd = shape.head_dim
-        inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float) / hd))
-        freqs = torch.outer(torch.arange(shape.max_seq_len, dtype=torch.float), inv_freq)  # (T, hd/2)
-        self.register_buffer("rope_cos", freqs.cos(), persistent=False)
-        self.register_buffer("rope_sin", freqs.sin(), persistent=False)
         self.reset_parameters(generator)
 
     @torch.no_grad()
@@ -97,15 +90,8 @@ class TransferGenLM(nn.Module):
         1 = real token / 0 = pad over cached + new slots (default: nothing hidden).
         """
         T, past = input_ids.shape[1], cache.length if cache is not None else 0
-        last = past + T if position_ids is None else int(position_ids.max()) + 1
-        if last > self.shape.max_seq_len:
-            raise UserError(f"sequence length {last} exceeds model.max_seq_len {self.shape.max_seq_len}")
         x = self.model.embed_tokens(input_ids)  # (B,T,d)
-        if position_ids is None:
-            cos, sin = self.rope_cos[past:past + T], self.rope_sin[past:past + T]  # (T,hd/2) views
-        else:  # per-row positions: (B,T,hd/2) gathered, (B,1,T,hd/2) to broadcast over heads
-            cos, sin = self.rope_cos[position_ids].unsqueeze(1), self.rope_sin[position_ids].unsqueeze(1)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        cos, sin = self.model.rotary_emb(T, past, position_ids, x.dtype)
         mask = None if cache is None and attention_mask is None else decode_mask(attention_mask, past, T, x.device)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, cache, i, mask)

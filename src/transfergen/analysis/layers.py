@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..layers import apply_rope
+from ..layers import repeat_kv
 from ..model import HFCausalLM, TransferGenLM, unwrap
 
 # Texts per forward pass in `layer_report`: small enough for CPU, padding stays modest.
@@ -130,12 +130,8 @@ def _inference(model: nn.Module) -> Iterator[None]:
 
 def _own_states(model: TransferGenLM, input_ids: torch.Tensor, n_layers: int | None = None) -> list[torch.Tensor]:
     """Embedding output and the outputs of the first `n_layers` decoder layers, each (B,T,d)."""
-    T = input_ids.shape[1]
-    if T > model.shape.max_seq_len:
-        raise ValueError(f"sequence length {T} exceeds model.max_seq_len {model.shape.max_seq_len}")
     x = model.model.embed_tokens(input_ids)  # (B,T,d)
-    # Same (T, hd/2) tables and dtype cast as TransferGenLM.forward without a cache.
-    cos, sin = model.rope_cos[:T].to(x.dtype), model.rope_sin[:T].to(x.dtype)
+    cos, sin = model.model.rotary_emb(input_ids.shape[1], dtype=x.dtype)  # as TransferGenLM.forward
     states = [x]
     for layer in model.model.layers[:n_layers]:
         x = layer(x, cos, sin)  # no cache, no mask: plain causal attention
@@ -307,12 +303,9 @@ def attention_map(model: nn.Module, input_ids: torch.Tensor, layer: int = -1, he
         attn = block.self_attn
         x = block.input_layernorm(_own_states(core, ids, index)[-1])  # (1,T,d): the layer's attention input
         T, hd = ids.shape[1], attn.head_dim
-        kv_head = head // (attn.n_head // attn.n_kv_head)  # grouped K/V, as LlamaAttention's GQA
-        cos, sin = core.rope_cos[:T].to(x.dtype), core.rope_sin[:T].to(x.dtype)  # (T, hd/2)
-        # (1,T,H*hd) -> (1,1,T,hd) for the one head; RoPE acts per head so slicing first is exact.
-        q = attn.q_proj(x).view(1, T, attn.n_head, hd)[:, :, head].unsqueeze(1)
-        k = attn.k_proj(x).view(1, T, attn.n_kv_head, hd)[:, :, kv_head].unsqueeze(1)
-        q, k = apply_rope(q, cos, sin)[0, 0].float(), apply_rope(k, cos, sin)[0, 0].float()  # (T,hd)
+        q, k, _ = attn.qkv(x, *core.model.rotary_emb(T, dtype=x.dtype))  # q (1,H,T,hd), k (1,KV,T,hd)
+        k = repeat_kv(k, attn.n_head // attn.n_kv_head)  # the K/V head each query head reads
+        q, k = q[0, head].float(), k[0, head].float()  # (T,hd)
         scores = q @ k.T / math.sqrt(hd)  # (T,T), SDPA's default scale
         future = torch.ones(T, T, dtype=torch.bool, device=scores.device).triu(1)
         return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
