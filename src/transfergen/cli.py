@@ -13,8 +13,22 @@ import re
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import EXIT_USER_ERROR, UserError
 from .metrics.cli import add_score_parser
+
+# The RunConfig sections pretraining reads; any other section set there would do nothing.
+PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train")
+
+
+def _keys_help(cls: type, sections: tuple[str, ...] | None = None) -> dict:
+    """Parser arguments that end `--help` with every config key, its default and its help."""
+    from .config import flag_help
+
+    lines = flag_help(cls, sections)
+    return {"formatter_class": argparse.RawDescriptionHelpFormatter,
+            "epilog": "config keys (--section.key=value, or the same keys in a --config YAML; "
+                      "defaults shown):\n" + "\n".join(lines)}
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -26,20 +40,27 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pretrain_parser(sub) -> None:
+    from .config import RunConfig
+
     p = sub.add_parser("pretrain", allow_abbrev=False, help="pretrain a causal LM on a corpus",
                        description="Pretrain (or continue pretraining) a causal LM. Any config key "
-                                   "can be set as --section.key=value, e.g. --train.max_steps=60.")
+                                   "below can be set as --section.key=value, e.g. --train.max_steps=60.",
+                       **_keys_help(RunConfig, PRETRAIN_SECTIONS))
     _run_args(p)
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="text / .gz / .jsonl files (data.corpus)")
     p.add_argument("--init", help="scratch, or a local HF causal-LM folder to continue from (init)")
 
 
 def _finetune_parser(sub) -> None:
+    from .config import RunConfig
+
     p = sub.add_parser("finetune", allow_abbrev=False, help="transfer a model to a task (or train it from scratch)",
                        description="Fine-tune --init RUN on --task TASK.yaml with --strategy NAME "
                                    "(entries joined by '+'); --init scratch trains the same "
-                                   "architecture from random weights. Any config key can be set as "
-                                   "--section.key=value, e.g. --strategy.lora_rank=16.")
+                                   "architecture from random weights. Any config key below can be set as "
+                                   "--section.key=value, e.g. --strategy.lora_rank=16; [strategy] marks "
+                                   "the options of one strategy, refused unless it is selected.",
+                       **_keys_help(RunConfig))
     _run_args(p)
     p.add_argument("--init", required=True, help="a pretrained model folder, or scratch")
     p.add_argument("--task", required=True, metavar="TASK.yaml", help="the task file (task section)")
@@ -73,9 +94,13 @@ def _generate_parser(sub) -> None:
 
 
 def _evaluate_parser(sub) -> None:
+    from .config import RunConfig
+
     p = sub.add_parser("evaluate", allow_abbrev=False, help="decode a task split and score it",
                        description="Writes OUT/predictions.jsonl and OUT/scores.json. Decoding is set "
-                                   "with --eval.num_beams=4, --eval.max_new_tokens=64, ...")
+                                   "with --eval.num_beams=4, --eval.max_new_tokens=64, ...; --task.* "
+                                   "overrides the task file's keys.",
+                       **_keys_help(RunConfig, ("eval", "task")))
     p.add_argument("--model", required=True, help="a run folder or any local HF causal-LM folder")
     p.add_argument("--task", required=True, metavar="TASK.yaml")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -122,6 +147,7 @@ def _analyze_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transfergen", description=__doc__.splitlines()[0],
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(sub)
     _finetune_parser(sub)
@@ -152,22 +178,30 @@ def _done(state: dict, out: str) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import check_sections
     from .pretrain import run_pretrain
 
     cfg = _run_config(args, rest, {"data": {"corpus": args.corpus}} if args.corpus else {})
+    check_sections(cfg, PRETRAIN_SECTIONS, "pretrain")
     _done(run_pretrain(cfg), cfg.out)
     return 0
 
 
-def _cmd_finetune(args: argparse.Namespace, rest: list[str]) -> int:
-    from .config import to_dict
-    from .data.tasks import load_task_file
-    from .finetune import run_finetune
+def finetune_config(args: argparse.Namespace, rest: list[str]):
+    """The fine-tuning RunConfig of parsed `finetune` arguments; every key checked before work."""
+    from .data.tasks import task_file_keys
 
-    short: dict = {"task": to_dict(load_task_file(args.task))}
+    # Only the keys the task file sets: its defaults must not undo a --config's task section.
+    short: dict = {"task": task_file_keys(args.task)}
     if args.strategy:
         short["strategy"] = {"name": args.strategy}
-    cfg = _run_config(args, rest, short)
+    return _run_config(args, rest, short)
+
+
+def _cmd_finetune(args: argparse.Namespace, rest: list[str]) -> int:
+    from .finetune import run_finetune
+
+    cfg = finetune_config(args, rest)
     _done(run_finetune(cfg), cfg.out)
     return 0
 

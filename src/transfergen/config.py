@@ -13,6 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import yaml
@@ -20,77 +21,87 @@ import yaml
 from .errors import ConfigError
 
 
+def opt(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None,
+        strategy: str | None = None) -> Any:
+    """A config field carrying its one-line help (`--help` lists it) and, for strategy
+    options, the strategy that owns it."""
+    meta = {"help": doc, **({"strategy": strategy} if strategy else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
     """Decoder-only transformer shape. `None` fields take the preset's value."""
 
-    preset: str = "small"  # tiny (~1M) | small (~5M) | base (~25M) non-embedding params
-    like: str | None = None  # copy the shape of this model folder (scratch baselines)
-    n_layer: int | None = None
-    d_model: int | None = None
-    n_head: int | None = None
-    n_kv_head: int | None = None  # < n_head gives grouped-query attention
-    d_ff: int | None = None
-    max_seq_len: int | None = None
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
+    preset: str = opt("small", "tiny (~1M) | small (~5M) | base (~25M) non-embedding parameters")
+    like: str | None = opt(None, "copy the shape of this model folder (scratch baselines)")
+    n_layer: int | None = opt(None, "decoder blocks")
+    d_model: int | None = opt(None, "residual stream width")
+    n_head: int | None = opt(None, "query heads (d_model / n_head must be even, for RoPE)")
+    n_kv_head: int | None = opt(None, "key/value heads; fewer than n_head gives grouped-query attention")
+    d_ff: int | None = opt(None, "SwiGLU hidden width")
+    max_seq_len: int | None = opt(None, "longest sequence (RoPE table size)")
+    rope_theta: float = opt(10000.0, "RoPE base")
+    norm_eps: float = opt(1e-5, "RMSNorm epsilon")
+    init_std: float = opt(0.02, "std of the normal init (output projections scaled by 1/sqrt(2 n_layer))")
 
 
 @dataclass
 class TokenizerConfig:
     """Byte-level BPE trained on the corpus, or an existing tokenizer folder."""
 
-    path: str | None = None  # a local HF tokenizer/checkpoint folder; None trains one
-    vocab_size: int = 8192
-    min_frequency: int = 2
-    jieba: bool = False  # pre-segment Chinese with jieba so merges respect word boundaries
-    max_train_docs: int = 200_000  # BPE statistics converge long before the corpus ends
+    path: str | None = opt(None, "a local HF tokenizer/checkpoint folder; null trains one")
+    vocab_size: int = opt(8192, "BPE vocabulary size, special tokens included")
+    min_frequency: int = opt(2, "a merge needs a pair seen at least this often")
+    jieba: bool = opt(False, "pre-segment Chinese with jieba so merges respect word boundaries")
+    max_train_docs: int = opt(200_000, "documents the BPE learns from (statistics converge long before)")
 
 
 @dataclass
 class DataConfig:
     """Where the text comes from and how it is split and cached."""
 
-    corpus: list[str] = field(default_factory=list)
-    format: str = "auto"  # auto | text | jsonl  (auto: by file extension)
-    text_field: str = "text"  # the JSONL field holding the document
-    doc_sep: str = "line"  # line: a document per line | blank: blank-line separated
-    val_fraction: float = 0.02
-    cache_dir: str | None = None  # default: <out>/data
-    num_workers: int = 2
+    corpus: list[str] = opt(doc="text / .gz / .jsonl files, or pkg: corpora", factory=list)
+    format: str = opt("auto", "auto (by file extension) | text | jsonl")
+    text_field: str = opt("text", "the JSONL field holding the document")
+    doc_sep: str = opt("line", "line: a document per line | blank: blank-line separated")
+    val_fraction: float = opt(0.02, "documents held out for validation")
+    cache_dir: str | None = opt(None, "token cache folder; null: <out>/data")
+    num_workers: int = opt(2, "tokenizer processes")
 
 
 @dataclass
 class TrainConfig:
     """The one training loop's knobs (pretraining, fine-tuning and scratch baselines)."""
 
-    max_steps: int = 1000
-    max_minutes: float | None = None  # stop (and checkpoint) once this wall time is spent
-    batch_size: int = 16
-    seq_len: int = 256
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    schedule: str = "exponential"  # exponential | cosine | constant (after warmup)
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1  # the multiplier reached at max_steps
-    grad_clip: float | None = 1.0  # global-norm clipping; None disables
-    dtype: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16 (CUDA)
-    device: str = "auto"  # auto | cpu | cuda
-    seed: int = 1337
-    log_every: int = 10
-    eval_every: int = 100
-    eval_batches: int = 8
-    eval_at_start: bool = False  # also evaluate before the first step (curves start at step 0)
-    save_every: int = 200
-    keep_checkpoints: int = 2
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    max_examples: int | None = None  # fine-tuning: a fixed subset (seeded by task.split_seed)
-    best_metric: str | None = None  # keep RUN/best/ by this eval number (val_loss, bleu, ...)
-    patience: int = 0  # stop after this many evals without a new best (0: never)
+    max_steps: int = opt(1000, "optimizer updates (the budget; the schedule spans it)")
+    max_minutes: float | None = opt(None, "also stop (and checkpoint) once this wall time is spent")
+    batch_size: int = opt(16, "sequences per micro-batch (per rank)")
+    seq_len: int = opt(256, "pretraining block length in tokens")
+    grad_accum: int = opt(1, "micro-batches per update")
+    lr: float = opt(1e-3, "peak learning rate (each group's base; strategies scale it)")
+    weight_decay: float = opt(0.1, "AdamW decay on matrices (norm gains are exempt)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    schedule: str = opt("exponential", "exponential | cosine | constant, after the warmup")
+    warmup_steps: int = opt(50, "linear warmup updates")
+    min_lr_ratio: float = opt(0.1, "the schedule's multiplier at max_steps")
+    grad_clip: float | None = opt(1.0, "global-norm clipping; null disables")
+    dtype: str = opt("auto", "auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16 (CUDA)")
+    device: str = opt("auto", "auto | cpu | cuda")
+    seed: int = opt(1337, "initialisation and data-order seed")
+    log_every: int = opt(10, "steps between loss records")
+    eval_every: int = opt(100, "steps between validation evaluations")
+    eval_batches: int = opt(8, "validation batches per evaluation")
+    eval_at_start: bool = opt(False, "also evaluate before the first step (curves start at step 0)")
+    save_every: int = opt(200, "steps between checkpoints")
+    keep_checkpoints: int = opt(2, "complete checkpoints kept")
+    threads: int | None = opt(None, "torch intra-op threads; null keeps torch's default")
+    max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs")
+    best_metric: str | None = opt(None, "keep RUN/best/ by this evaluation number (val_loss, bleu, ...)")
+    patience: int = opt(0, "stop after this many evaluations without a new best (0: never)")
 
 
 @dataclass
@@ -101,71 +112,82 @@ class TaskConfig:
     tsv, parallel, or one for a known data set) and `path` is what it reads.
     """
 
-    name: str = ""
-    reader: str = "jsonl"
-    path: str = ""
-    options: dict = field(default_factory=dict)  # reader-specific (e.g. languages, direction)
-    source_lang: str = "en"
-    target_lang: str = "en"
-    prompt: str = "{source}"  # the text before the separator; {source} is the input
-    metrics: list[str] = field(default_factory=lambda: ["bleu"])
-    val_size: int = 500  # held out from train when the data has no val split
-    test_size: int = 1000  # held out when the data has no test split
-    split_seed: int = 0
-    max_source_tokens: int = 192  # longer prompts are cut from the end (counted in the log)
-    max_target_tokens: int = 64  # longer targets are cut from the end (counted in the log)
-    loss_on: str = "target"  # target | all  (which tokens the loss covers)
+    name: str = opt("", "the task's name (default: the task file's stem)")
+    reader: str = opt("jsonl", "jsonl | tsv | parallel | multi30k | tatoeba | ... (README: Tasks)")
+    path: str = opt("", "what the reader reads ({split} for pre-split files)")
+    options: dict = opt(doc="reader-specific options (languages, direction, ...)", factory=dict)
+    source_lang: str = opt("en", "source language code")
+    target_lang: str = opt("en", "target language code (picks the metrics' tokenisation)")
+    prompt: str = opt("{source}", "the text before the separator; {source} is the input")
+    metrics: list[str] = opt(doc="bleu, chrf, rouge, cider", factory=lambda: ["bleu"])
+    val_size: int = opt(500, "held out from train when the data has no val split")
+    test_size: int = opt(1000, "held out when the data has no test split")
+    split_seed: int = opt(0, "seed of those splits and of train.max_examples")
+    max_source_tokens: int = opt(192, "longer prompts are cut from the end (counted in the log)")
+    max_target_tokens: int = opt(64, "longer targets are cut from the end, eos kept (counted)")
+    loss_on: str = opt("target", "target | all: which tokens the loss covers")
 
 
 @dataclass
 class StrategyConfig:
     """Knowledge selection for transfer. `name` joins registry entries with '+', e.g.
-    `reinit+discriminative`; each entry reads only its own options below."""
+    `reinit+discriminative`. Every other field belongs to one strategy (its `strategy`
+    metadata); setting it away from its default without selecting that strategy fails."""
 
-    name: str = "full"
-    freeze_embeddings: bool = False  # freeze: the input embedding (and the tied head)
-    freeze_bottom: int = 0  # freeze: the bottom k blocks
-    train_top: int | None = None  # freeze: everything but the top k blocks, final norm and head
-    unfreeze_every: int = 100  # gradual: one more block from the top every K steps
-    lr_decay: float = 0.8  # discriminative: lr x decay**(distance from the top)
-    reinit_top: int = 1  # reinit: re-initialise the top k blocks
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lora_lr: float | None = None  # LoRA adapters' lr; None = train.lr
-    l2sp_alpha: float = 0.01  # l2sp: strength of the pull towards pretrained weights
+    name: str = opt("full", "full | freeze | gradual | discriminative | reinit | lora | l2sp, joined by '+'")
+    freeze_embeddings: bool = opt(False, "freeze the input embedding (and the tied head)", strategy="freeze")
+    freeze_bottom: int = opt(0, "freeze the bottom k blocks", strategy="freeze")
+    train_top: int | None = opt(None, "freeze all but the top k blocks, final norm and head", strategy="freeze")
+    unfreeze_every: int = opt(100, "one more block from the top every K steps", strategy="gradual")
+    lr_decay: float = opt(0.8, "block lr x decay**(distance from the top)", strategy="discriminative")
+    reinit_top: int = opt(1, "re-initialise the top k blocks", strategy="reinit")
+    lora_rank: int = opt(8, "adapter rank", strategy="lora")
+    lora_alpha: float = opt(16.0, "adapter scale alpha / rank", strategy="lora")
+    lora_dropout: float = opt(0.0, "dropout on the adapter input", strategy="lora")
+    lora_targets: list[str] = opt(doc="linear modules (name suffixes) that get adapters", strategy="lora",
+                                  factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_lr: float | None = opt(None, "the adapters' lr; null: train.lr", strategy="lora")
+    l2sp_alpha: float = opt(0.01, "strength of the pull towards the pretrained weights", strategy="l2sp")
+
+    def __post_init__(self) -> None:
+        """An option of a strategy that `name` does not select would do nothing: refuse it."""
+        chosen = {n.strip() for n in self.name.split("+")}
+        for f in dataclasses.fields(self):
+            owner = f.metadata.get("strategy")
+            if owner and owner not in chosen and getattr(self, f.name) != _default(f):
+                raise ConfigError(f"config key 'strategy.{f.name}' is an option of strategy '{owner}', "
+                                  f"which strategy.name '{self.name}' does not select")
 
 
 @dataclass
 class VocabConfig:
     """Adjusting the input/output layers when the target needs tokens the model lacks."""
 
-    extend_from: list[str] = field(default_factory=list)  # target-side corpus files
-    add: int = 0  # how many new tokens to learn and add
+    extend_from: list[str] = opt(doc="target-side corpus files the new tokens are learned from", factory=list)
+    add: int = opt(0, "how many new tokens to learn and add (0: none)")
 
 
 @dataclass
 class EvalConfig:
     """Generation-based evaluation: during fine-tuning and in `transfergen evaluate`."""
 
-    generate: bool = False  # fine-tuning: also decode + score the val subset at each evaluation
-    examples: int = 200  # the fixed validation subset decoded during training
-    num_beams: int = 1
-    max_new_tokens: int = 64
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    repetition_penalty: float = 1.0
-    batch_size: int = 32
+    generate: bool = opt(False, "fine-tuning: also decode + score the val subset at each evaluation")
+    examples: int = opt(200, "the fixed validation subset decoded during training")
+    num_beams: int = opt(1, "1: greedy; more: beam search")
+    max_new_tokens: int = opt(64, "longest generated target")
+    length_penalty: float = opt(1.0, "beam score = log-prob / length**penalty")
+    no_repeat_ngram_size: int = opt(0, "never repeat an n-gram of this size (0: off)")
+    repetition_penalty: float = opt(1.0, "CTRL penalty on tokens already seen (1: off)")
+    batch_size: int = opt(32, "prompts decoded at once")
 
 
 @dataclass
 class RunConfig:
     """Everything a run needs. `init` is `scratch` or a path to a pretrained model."""
 
-    out: str = "runs/default"
-    init: str = "scratch"
-    resume: bool = False
+    out: str = opt("runs/default", "the run folder")
+    init: str = opt("scratch", "scratch, or a local HF causal-LM folder to start from")
+    resume: bool = opt(False, "continue from the run's last checkpoint")
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,6 +196,11 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default value (calling its factory)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 # ---------------------------------------------------------------------------
@@ -325,6 +352,41 @@ def build_config(cls: type = RunConfig, files: list[str] | None = None,
         data = merge(data, load_yaml(path))
     data = merge(data, overrides or {})
     return from_dict(cls, data)
+
+
+def _flag_value(value: Any) -> str:
+    """A default as it would be typed after `--key=` (YAML flow style)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def flag_help(cls: type, sections: Sequence[str] | None = None, prefix: str = "") -> list[str]:
+    """`--section.key=DEFAULT  help` for every field of `cls` (or of `sections` of it),
+    nested dataclasses expanded: the `--help` of the commands that take these flags."""
+    hints, rows = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if sections is not None and f.name not in sections:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += flag_help(hints[f.name], None, f"{prefix}{f.name}.")
+            continue
+        owner, doc = f.metadata.get("strategy"), f.metadata.get("help", "")
+        rows.append(f"  --{prefix}{f.name}={_flag_value(_default(f))}".ljust(40) + "  "
+                    + (f"[{owner}] {doc}" if owner else doc))
+    return rows
+
+
+def check_sections(cfg: Any, used: Sequence[str], command: str) -> None:
+    """Refuse a section a command ignores when anything in it differs from the defaults
+    (e.g. `--strategy.*` given to pretrain), naming the first such key."""
+    for f in dataclasses.fields(cfg):
+        if f.name in used:
+            continue
+        given, default = getattr(cfg, f.name), _default(f)
+        if given != default:
+            keys = [k for k in to_dict(given) if to_dict(given)[k] != to_dict(default)[k]] \
+                if dataclasses.is_dataclass(given) else [""]
+            key = f"{f.name}.{keys[0]}" if keys[0] else f.name
+            raise ConfigError(f"config key '{key}' is set, but {command} does not use {f.name}")
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:

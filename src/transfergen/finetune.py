@@ -26,7 +26,7 @@ from .data.tasks import Example, TaskData, load_task
 from .errors import UserError
 from .hub import load_model
 from .session import Session, build_initial_model, check_length, resolve_tokenizer, session
-from .strategies import apply_strategy
+from .strategies import apply_strategy, strategy_entries
 from .tokenizer import TextTokenizer
 from .train import train
 
@@ -85,6 +85,7 @@ def run_finetune(cfg: RunConfig) -> dict:
     """Fine-tune `cfg.init` (or train from scratch) on `cfg.task`; returns the trainer state."""
     if not cfg.task.path:
         raise UserError("no task given: pass --task TASK.yaml")
+    strategy_entries(cfg.strategy.name)  # an unknown strategy fails before the data loads
     data = load_task(cfg.task)
     with session(cfg) as s:
         tok = resolve_tokenizer(cfg, s.run_dir, s.info, docs=_task_texts(data))

@@ -29,7 +29,7 @@ from .examples import (READERS, SPLITS, Example, ReaderResult, TaskData, aligned
 from .readers import iter_json_objects, iter_lines
 
 __all__ = ["READERS", "SPLITS", "Example", "TaskData", "check_task_config", "load_task", "load_task_file",
-           "make_example", "register_reader", "split_examples"]
+           "make_example", "register_reader", "split_examples", "task_file_keys"]
 
 LOSS_ON = ("target", "all")
 
@@ -184,6 +184,16 @@ def load_task(cfg: TaskConfig) -> TaskData:
     if not train:
         raise UserError(f"{what} has no training examples")
     return TaskData(train, val, test)
+
+
+def task_file_keys(path: str | Path) -> dict[str, Any]:
+    """The keys a task YAML sets (flat, or all under one `task:` section), validated, with
+    `name` (default: the file's stem): what `--task FILE` merges over a config's `task:`."""
+    data: dict[str, Any] = load_yaml(path)
+    if set(data) == {"task"} and isinstance(data["task"], dict):
+        data = data["task"]
+    load_task_file(path)  # every check, naming the file
+    return {**data, "name": data.get("name") or Path(path).stem}
 
 
 def load_task_file(path: str | Path) -> TaskConfig:

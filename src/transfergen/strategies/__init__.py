@@ -10,10 +10,10 @@ themselves with `@register("name")`.
 from __future__ import annotations
 
 from .base import (STRATEGIES, Layout, Plan, StrategyResult, apply_strategy, build_param_groups,
-                   model_layout, register)
+                   model_layout, register, strategy_entries)
 from . import selection, discriminative, reinit, lora, l2sp  # noqa: F401  (registers entries)
 from .l2sp import l2sp_penalty
 from .lora import merge_lora
 
 __all__ = ["STRATEGIES", "Layout", "Plan", "StrategyResult", "apply_strategy", "build_param_groups",
-           "l2sp_penalty", "merge_lora", "model_layout", "register"]
+           "l2sp_penalty", "merge_lora", "model_layout", "register", "strategy_entries"]

@@ -178,7 +178,9 @@ def _summary(model: nn.Module, plan: Plan) -> dict[str, Any]:
     return {"strategy": "+".join(plan.applied), "pending_params": pending, "log": list(plan.log)}
 
 
-def _entries(name: str) -> list[str]:
+def strategy_entries(name: str) -> list[str]:
+    """The registered entries `name` joins with '+', in order; ConfigError for an unknown or
+    repeated one (called before any work, and again when the strategy is applied)."""
     names = [n.strip() for n in name.split("+")]
     for n in names:
         if n not in STRATEGIES:
@@ -192,7 +194,7 @@ def _entries(name: str) -> list[str]:
 def apply_strategy(model: nn.Module, scfg: StrategyConfig, tcfg: TrainConfig) -> StrategyResult:
     """Run the entries of `scfg.name` in order on `model` (in place) and build its groups."""
     plan = Plan()
-    for name in _entries(scfg.name):
+    for name in strategy_entries(scfg.name):
         STRATEGIES[name](model, scfg, plan)
         plan.applied.append(name)
     for fn in plan.finalizers:  # entries that need the final picture (l2sp's anchors)
