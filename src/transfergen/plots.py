@@ -119,3 +119,32 @@ def layer_change(per_arm: dict[str, dict], arms: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def attention_map(probs, tokens: list[str], path: Path, title: str = "") -> None:
+    """A (T,T) attention map (nested lists or an array) as a heatmap: queries down, keys
+    across, tokens as labels."""
+    import warnings
+
+    import numpy as np
+
+    plt = _plt()
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 2 or probs.shape[0] != probs.shape[1] or len(tokens) != probs.shape[0]:
+        raise ValueError(f"attention_map: attention {probs.shape} does not fit {len(tokens)} tokens")
+    side = max(4.0, 0.3 * len(tokens) + 2.0)  # about 0.3 inch per token keeps labels legible
+    fig, ax = plt.subplots(figsize=(side, side))
+    try:
+        image = ax.imshow(probs, cmap="viridis", vmin=0.0)
+        ticks = list(range(len(tokens)))
+        ax.set_xticks(ticks, labels=tokens, rotation=90, fontsize=8)
+        ax.set_yticks(ticks, labels=tokens, fontsize=8)
+        ax.set(xlabel="key", ylabel="query", title=title)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # tokens in scripts the default font lacks (CJK)
+            warnings.filterwarnings("ignore", message="Glyph .* missing")
+            fig.tight_layout()
+            fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)

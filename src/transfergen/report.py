@@ -1,8 +1,9 @@
 """A study's report: `report.md` plus a self-contained `report.html` (figures inlined).
 
 The report is built once as a list of blocks (heading, paragraph, table, figure) and
-rendered twice, so the Markdown and the HTML always say the same thing. It reads only
-what the runs wrote (`results.py`), so it can be rebuilt while runs are missing.
+rendered twice, so the Markdown and the HTML always say the same thing. It only reads
+what the runs and the analysis step wrote (`results.py`): it loads no model and imports
+no torch, so it can be rebuilt at once, also while runs are missing.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from . import plots
 from .document import Doc
-from .results import RunResult, baseline, collect, higher_is_better, mean_curves, primary_metric, summarize
-from .study import StudyConfig, pretrain_cost, pretrained_dir, scratch_arm
+from .io import read_json, write_json_atomic
+from .results import RunResult, collect, higher_is_better, mean_curves, primary_metric, read_analysis, summarize
+from .study.config import StudyConfig, analysis_file, pretrained_dir, scratch_arm
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -41,23 +43,39 @@ def _reach(row: dict, key: str, scratch_arm: str | None) -> str:
     return f"step {hit['step']} ({hit['speedup_steps']:.1f}x steps, {hit['speedup_flops']:.1f}x FLOPs)"
 
 
+# The summary's columns by name, in table order; the terminal summary shows TERMINAL_COLUMNS.
+SUMMARY_COLUMNS = ("size", "arm", "test", "test_ppl", "final_val_loss", "trainable_params", "steps",
+                   "flops_target", "flops_total", "train_s", "reach_val_loss", "reach_metric")
+TERMINAL_COLUMNS = ("size", "arm", "test", "test_ppl", "final_val_loss", "steps", "train_s")
+
+
+def _headers(metric: str) -> dict[str, str]:
+    return {"size": "size", "arm": "arm", "test": f"test {metric} (mean ± std, seeds)", "test_ppl": "test ppl",
+            "final_val_loss": "final val loss", "trainable_params": "trainable params", "steps": "steps",
+            "flops_target": "FLOPs target", "flops_total": "FLOPs incl. pretraining", "train_s": "train s",
+            "reach_val_loss": "reaches scratch's val loss", "reach_metric": f"reaches scratch's val {metric}"}
+
+
+def _summary_cells(r: dict, metric: str, scratch_arm: str | None) -> dict:
+    t = r["test"]
+    return {"size": r["train_examples"] or r["size"] or "all", "arm": r["arm"],
+            "test": f"{t['mean']:.2f} ± {t['std']:.2f} ({t['n']})", "test_ppl": _fmt(r["test_ppl"]),
+            "final_val_loss": _fmt(r["final_val_loss"], 3), "trainable_params": _fmt(r["trainable_params"]),
+            "steps": r["steps"], "flops_target": _fmt(r["flops_target"]), "flops_total": _fmt(r["flops_total"]),
+            "train_s": _fmt(r["train_s"], 0), "reach_val_loss": _reach(r, "val_loss", scratch_arm),
+            "reach_metric": _reach(r, metric, scratch_arm)}
+
+
 def summary_table(rows: list[dict], metric: str, base: dict | None,
                   scratch_arm: str | None) -> tuple[list[str], list[list]]:
-    """The summary table (also printed by the CLI)."""
-    header = ["size", "arm", f"test {metric} (mean ± std, seeds)", "test ppl", "final val loss",
-              "trainable params", "steps", "FLOPs target", "FLOPs incl. pretraining", "train s",
-              "reaches scratch's val loss", f"reaches scratch's val {metric}"]
-    out = []
-    for r in rows:
-        t = r["test"]
-        out.append([r["train_examples"] or r["size"] or "all", r["arm"], f"{t['mean']:.2f} ± {t['std']:.2f} ({t['n']})",
-                    _fmt(r["test_ppl"]), _fmt(r["final_val_loss"], 3), _fmt(r["trainable_params"]), r["steps"],
-                    _fmt(r["flops_target"]), _fmt(r["flops_total"]), _fmt(r["train_s"], 0),
-                    _reach(r, "val_loss", scratch_arm), _reach(r, metric, scratch_arm)])
-    if base is not None:
-        out.append(["same test set", base["label"], f"{base['scores'].get(metric, float('nan')):.2f}",
-                    "-", "-", "0", "0", "0", "0", "0", "-", "-"])
-    return header, out
+    """The summary table, columns in SUMMARY_COLUMNS order (also printed by the CLI)."""
+    cells = [_summary_cells(r, metric, scratch_arm) for r in rows]
+    if base is not None:  # the trivial baseline trains nothing
+        cells.append({**dict.fromkeys(SUMMARY_COLUMNS, "-"), "size": "same test set", "arm": base["label"],
+                      "test": f"{base['scores'].get(metric, float('nan')):.2f}",
+                      **dict.fromkeys(("trainable_params", "steps", "flops_target", "flops_total", "train_s"), "0")})
+    header = _headers(metric)
+    return [header[c] for c in SUMMARY_COLUMNS], [[row[c] for c in SUMMARY_COLUMNS] for row in cells]
 
 
 FLOOR = 2.0  # below this (on a 0-100 metric) every output is essentially wrong
@@ -133,8 +151,8 @@ def _intro(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], n_pl
               f"{e.examples} validation examples.")
 
 
-def _compute(doc: Doc, cfg: StudyConfig, out: Path) -> None:
-    pre = pretrain_cost(pretrained_dir(cfg, out))
+def _compute(doc: Doc, out: Path) -> None:
+    pre = read_analysis(out, "pretrain_cost")
     doc.h(2, "Compute")
     if pre is None:
         doc.p("The pretrained model came from elsewhere (no training log): its cost is unknown, so "
@@ -225,89 +243,31 @@ def _samples(doc: Doc, results: list[RunResult], base: dict | None, n: int) -> N
     doc.table(header, rows)
 
 
-def _domain(doc: Doc, cfg: StudyConfig, out: Path) -> None:
-    """Domain mismatch between the pretraining corpus and the task (cached in domain.json)."""
-    from .analysis.domain import domain_report, format_domain, load_corpus
-    from .config import load_yaml
-    from .data.tasks import load_task_file
-    from .hub import load_model
-    from .metrics.tokenize import is_chinese
-    from .tokenizer import TextTokenizer
+def _domain(doc: Doc, out: Path) -> None:
+    """Domain mismatch between the pretraining corpus and the task (analysis/domain.json)."""
+    from .analysis.domain import format_domain
 
-    pre, cache = pretrained_dir(cfg, out), out / "domain.json"
-    if not cache.is_file():
-        if not (pre / "run_config.yaml").is_file():
-            return  # a checkpoint from elsewhere: its pretraining corpus is unknown
-        data = load_yaml(pre / "run_config.yaml").get("data") or {}
-        source, held = _pretraining_docs(data)
-        if not source:
-            return
-        task = load_task_file(cfg.task)
-        # Words of a Chinese side need jieba even when the other side is English.
-        lang = next((x for x in (task.target_lang, task.source_lang) if is_chinese(x)), task.target_lang)
-        rep = domain_report(source, load_corpus(cfg.task, "target", max_docs=5000), lang=lang,
-                            tokenizer=TextTokenizer.load(pre), model=load_model(pre), source_heldout=held)
-        cache.write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    rep = read_analysis(out, "domain")
+    if rep is None:
+        return  # a checkpoint from elsewhere (its corpus is unknown), or the analysis has not run
     doc.h(2, "Domain mismatch: pretraining corpus vs target task")
     doc.p("Source = the pretraining corpus (5,000 documents sampled across it), target = the task's training texts "
           "(sources and targets). Perplexities are the pretrained model's: on the pretraining run's own "
           "validation documents, and on target text it never trained on.")
-    doc.md(format_domain(json.loads(cache.read_text(encoding="utf-8"))))
+    doc.md(format_domain(rep))
 
 
-def _pretraining_docs(data: dict, n: int = 5000, n_val: int = 200) -> tuple[list[str], list[str]]:
-    """(n training documents, n_val validation documents) sampled across the whole pretraining
-    corpus (a seeded reservoir: the first n would be one file of a multi-file corpus), split
-    exactly as the pretraining run split it (`packing.is_val_doc`)."""
-    import random
-
-    from .data.packing import is_val_doc
-    from .data.readers import iter_documents
-
-    rng, train, val, seen = random.Random(0), [], [], {"train": 0, "val": 0}
-    docs = iter_documents(data.get("corpus") or [], data.get("format", "auto"), data.get("text_field", "text"),
-                          data.get("doc_sep", "line"))
-    for i, doc in enumerate(docs):
-        split, pool, cap = (("val", val, n_val) if is_val_doc(i, data.get("val_fraction", 0.02))
-                            else ("train", train, n))
-        seen[split] += 1
-        if len(pool) < cap:
-            pool.append(doc)
-        elif (j := rng.randrange(seen[split])) < cap:
-            pool[j] = doc
-    return train, val
-
-
-def _attention(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], fig_dir: Path) -> None:
-    """One attention map (last layer, head 0) on a test input: pretrained vs one transfer arm."""
-    from .analysis.layers import attention_map, plot_attention
-    from .data.seq2seq import prompt_ids
-    from .data.tasks import load_task
-    from .hub import load_model
-    from .model import TransferGenLM
-    from .tokenizer import TextTokenizer
-
-    tuned = next((r for r in results if r.run.arm.init != "scratch"), None)
-    if tuned is None:
+def _attention(doc: Doc, results: list[RunResult], fig_dir: Path) -> None:
+    """The attention maps the first transfer run wrote: the pretrained model's and its own."""
+    found = next((r.run.dir / "attention.json" for r in results if (r.run.dir / "attention.json").is_file()), None)
+    if found is None:
         return
-    pre = pretrained_dir(cfg, out)
-    tok = TextTokenizer.load(tuned.run.dir)
-    ex = load_task(tuned.run.cfg.task).test[0]
-    ids = prompt_ids(tok, tuned.run.cfg.task, ex.source)[-40:]  # the last 40 tokens keep the map legible
-    labels = [tok.decode([i]) or "·" for i in ids]
-    shown = False
-    for name, folder in (("pretrained", pre), (tuned.arm, tuned.run.dir)):
-        model = load_model(folder)
-        if not isinstance(model, TransferGenLM):
-            return
-        import torch
-
-        attn = attention_map(model, torch.tensor([ids]), layer=-1, head=0)
-        plot_attention(attn, labels, fig_dir / f"attention_{name}.png", f"{name}: last layer, head 0")
-        if not shown:
-            doc.h(2, "Attention on a test input")
-            shown = True
-        doc.fig(fig_dir / f"attention_{name}.png", f"Attention map of the {name} model (last layer, head 0)")
+    att = read_json(found)
+    doc.h(2, "Attention on a test input")
+    for name, probs in att["maps"].items():
+        path = fig_dir / f"attention_{name}.png"
+        plots.attention_map(probs, att["tokens"], path, f"{name}: last layer, head {att['head']}")
+        doc.fig(path, f"Attention map of the {name} model (last layer, head {att['head']})")
 
 
 def _runs(doc: Doc, runs: list, failed: list[str]) -> None:
@@ -324,7 +284,7 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
     runs, results = collect(cfg, out)
     metric = primary_metric(cfg, results)
     rows = summarize(cfg, out, results, metric)
-    base = baseline(cfg, metric)
+    base = read_analysis(out, "baseline")
     arms = [a["name"] for a in cfg.arms]
     sizes = [s for s in cfg.sizes if any(r.run.size == s for r in results)]
     doc = Doc()
@@ -334,25 +294,29 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
     doc.table(header, table)
     doc.h(2, "What the numbers say")
     doc.md([f"- {line}" for line in findings(rows, metric, base, scratch_arm(cfg))])
-    _compute(doc, cfg, out)
+    _compute(doc, out)
+    if results and not analysis_file(out, "baseline").is_file():
+        doc.p("The study's analysis (trivial baseline, domain mismatch, pretraining cost) has not run yet: "
+              "`transfergen study` without --report-only runs it after the runs.")
     if results:
         _curves(doc, results, arms, metric, sizes, fig_dir)
         _scores(doc, rows, results, arms, metric, base, fig_dir)
-        _domain(doc, cfg, out)
+        _domain(doc, out)
         _layers(doc, results, arms, fig_dir)
-        _attention(doc, cfg, out, results, fig_dir)
+        _attention(doc, results, fig_dir)
         _samples(doc, results, base, cfg.samples)
     _runs(doc, runs, failed or [])
     (out / "report.md").write_text(doc.markdown(out), encoding="utf-8")
     (out / "report.html").write_text(doc.html(f"transfergen study: {cfg.name}"), encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps({"metric": metric, "rows": rows, "baseline": base and {
-        k: base[k] for k in ("label", "scores")}}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(out / "summary.json", {"metric": metric, "rows": rows,
+                                             "baseline": base and {k: base[k] for k in ("label", "scores")}})
     return {"md": out / "report.md", "html": out / "report.html", "header": header, "table": table,
             "metric": metric}
 
 
-def summary_lines(rep: dict, keep: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 9)) -> list[str]:
-    """The summary's main columns as a Markdown table that reads in a terminal."""
+def summary_lines(rep: dict, keep: tuple[str, ...] = TERMINAL_COLUMNS) -> list[str]:
+    """The summary's `keep` columns (SUMMARY_COLUMNS names) as a Markdown table for a terminal."""
+    idx = [SUMMARY_COLUMNS.index(name) for name in keep]
     header, rows = rep["header"], rep["table"]
-    lines = ["| " + " | ".join(header[i] for i in keep) + " |", "|" + "---|" * len(keep)]
-    return lines + ["| " + " | ".join(str(r[i]) for i in keep) + " |" for r in rows]
+    lines = ["| " + " | ".join(header[i] for i in idx) + " |", "|" + "---|" * len(idx)]
+    return lines + ["| " + " | ".join(str(r[i]) for i in idx) + " |" for r in rows]

@@ -1,19 +1,19 @@
 """A study's numbers: finished runs, their curves, per-arm summaries and speed-ups.
 
-Everything here reads files the runs wrote (done.json, metrics.jsonl, test/), so a
-report can be rebuilt at any time, also while some runs are still missing.
+Everything here reads files the runs and the analysis step wrote (done.json,
+metrics.jsonl, test/, analysis/*.json), so a report can be rebuilt at any time, also
+while some runs are still missing, without loading a model.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .study import Run, StudyConfig, plan, pretrain_cost, pretrained_dir, scratch_arm
-from .io import read_metrics
+from .io import read_json, read_metrics
+from .study.config import Run, StudyConfig, analysis_file, plan, scratch_arm
 
 
 @dataclass
@@ -41,8 +41,7 @@ def read_curve(run_dir: Path) -> list[dict]:
 def collect(cfg: StudyConfig, out: Path) -> tuple[list[Run], list[RunResult]]:
     """(every planned run, the finished ones with their numbers)."""
     runs = plan(cfg, out)
-    done = [RunResult(r, json.loads((r.dir / "done.json").read_text(encoding="utf-8")), read_curve(r.dir))
-            for r in runs if r.done()]
+    done = [RunResult(r, read_json(r.dir / "done.json"), read_curve(r.dir)) for r in runs if r.done()]
     return runs, done
 
 
@@ -84,7 +83,7 @@ def _spread(values: list[float]) -> dict:
 
 def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str) -> list[dict]:
     """One row per (size, arm): test metric spread, compute, and the speed-up against scratch."""
-    pre = pretrain_cost(pretrained_dir(cfg, out))
+    pre = read_analysis(out, "pretrain_cost")
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     for r in results:
         groups[(r.run.size, r.arm)].append(r)
@@ -137,17 +136,7 @@ def mean_curves(results: list[RunResult], size, key: str) -> dict[str, list[tupl
     return {arm: _mean_curve(rs, key) for arm, rs in by_arm.items()}
 
 
-def baseline(cfg: StudyConfig, metric: str) -> dict | None:
-    """The trivial baseline on the same test examples the runs decoded: label and scores."""
-    from .baselines import baseline_outputs, resolve_kind
-    from .data.tasks import load_task, load_task_file
-    from .evaluate import score
-    from .metrics import flatten
-
-    task = load_task_file(cfg.task)
-    if resolve_kind(cfg.baseline, task) == "none":
-        return None
-    data = load_task(task)
-    test = data.test[:cfg.test_examples]
-    label, hyps = baseline_outputs(cfg.baseline, task, data.train, test, cfg.lead_words)
-    return {"label": label, "scores": flatten(score(hyps, test, task)), "outputs": hyps}
+def read_analysis(out: Path, name: str) -> dict | None:
+    """What the study's analysis step wrote to OUT/analysis/NAME.json (None if absent or null)."""
+    path = analysis_file(out, name)
+    return read_json(path) if path.is_file() else None

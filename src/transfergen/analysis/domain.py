@@ -21,12 +21,15 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from itertools import islice
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..metrics.tokenize import is_chinese, words
-from ..tokenizer import TextTokenizer
+
+if TYPE_CHECKING:  # torch only where a model is measured: the report imports format_domain
+    import torch
+
+    from ..tokenizer import TextTokenizer
 
 SMOOTHING = 0.5  # add-a prior of the log-odds ratio
 MIN_COUNT = 3  # a distinctive word occurs at least this often on its own side

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -309,35 +307,6 @@ def attention_map(model: nn.Module, input_ids: torch.Tensor, layer: int = -1, he
         scores = q @ k.T / math.sqrt(hd)  # (T,T), SDPA's default scale
         future = torch.ones(T, T, dtype=torch.bool, device=scores.device).triu(1)
         return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-
-
-def plot_attention(attn: torch.Tensor, tokens: list[str], path: str | Path, title: str = "") -> None:
-    """Save a (T,T) attention map as a PNG heatmap, queries down, keys across, tokens as labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    probs = attn.detach().float().cpu().numpy()
-    if probs.ndim != 2 or probs.shape[0] != probs.shape[1] or len(tokens) != probs.shape[0]:
-        raise ValueError(f"plot_attention: attention {probs.shape} does not fit {len(tokens)} tokens")
-    side = max(4.0, 0.3 * len(tokens) + 2.0)  # about 0.3 inch per token keeps labels legible
-    fig, ax = plt.subplots(figsize=(side, side))
-    try:
-        image = ax.imshow(probs, cmap="viridis", vmin=0.0)
-        ticks = list(range(len(tokens)))
-        ax.set_xticks(ticks, labels=tokens, rotation=90, fontsize=8)
-        ax.set_yticks(ticks, labels=tokens, fontsize=8)
-        ax.set(xlabel="key", ylabel="query", title=title)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # tokens in scripts the default font lacks (CJK)
-            warnings.filterwarnings("ignore", message="Glyph .* missing")
-            fig.tight_layout()
-            fig.savefig(out, format="png", dpi=100)
-    finally:
-        plt.close(fig)
 
 
 # --- report -------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""A study's configuration and plan: arms x training-set sizes x seeds, one budget.
+
+    task: configs/tasks/multi30k_en_de.yaml
+    pretrained: runs/pretrain-en-de        # or `pretrain:` a pretraining run config
+    base: {train: {max_steps: 300, lr: 1e-3}, eval: {examples: 100}}
+    arms:
+      - {name: scratch, init: scratch}
+      - {name: full}
+      - {name: lora, strategy: {name: lora, lora_lr: 3e-3}}
+      - {name: scratch-matched, init: scratch, budget: matched}
+    sizes: [1000, 5000]
+    seeds: [0, 1, 2]
+    seed_sizes: [1000]                     # every seed here, seeds[0] elsewhere
+
+Every run is one `finetune` (the same loop, same model shape, tokenizer, decoding and step
+budget; `init` is the only difference between scratch and transfer); `plan` resolves and
+validates all of them before anything trains. How they run is `pool.py` and `worker.py`,
+what is computed after them `analysis.py`; the report only reads what those wrote.
+
+Scratch arms borrow the pretrained model's tokenizer and shape (`model.like`), so the
+comparison measures the initial weights alone. `budget: matched` gives a scratch arm
+the pretraining compute on top: extra steps = pretraining FLOPs / FLOPs per step of the
+same-size, same-seed `budget: same` scratch run (it waits for that run).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import RunConfig, build_config, from_dict, merge, opt, to_dict
+from ..data.tasks import load_task_file
+from ..errors import ConfigError, UserError
+
+
+@dataclass
+class ArmConfig:
+    """One arm: how its runs start and which strategy they train with."""
+
+    name: str = opt("", "unique, without '/'")
+    init: str = opt("pretrained", "pretrained | scratch")
+    strategy: dict = opt(doc="strategy.* for this arm", factory=dict)
+    train: dict = opt(doc="train.* for this arm (not the step budget)", factory=dict)
+    budget: str = opt("same", "same | matched (scratch: + the pretraining compute as extra steps)")
+
+
+@dataclass
+class StudyConfig:
+    """The grid and what every run shares; YAML keys mirror these fields."""
+
+    name: str = opt("study", "the report's title")
+    task: str = opt("", "a task YAML")
+    pretrained: str = opt("", "model folder the transfer arms start from")
+    pretrain: dict = opt(doc="or: a pretraining RunConfig, run into <out>/pretrain first", factory=dict)
+    base: dict = opt(doc="RunConfig keys every fine-tuning run shares, e.g. base.train.max_steps", factory=dict)
+    arms: list[dict] = opt(doc="the arms: {name, init, strategy, train, budget} each", factory=list)
+    sizes: list[int | None] = opt(doc="training-set sizes (null: all)", factory=lambda: [None])
+    seeds: list[int] = opt(doc="training seeds", factory=lambda: [0])
+    seed_sizes: list[int | None] = opt(doc="sizes run with every seed (others: the first seed); [] = all",
+                                       factory=list)
+    workers: int = opt(1, "runs at once (separate processes, cores shared out)")
+    metric: str = opt("", "headline metric (e.g. rouge1, bleu); default: the task's first")
+    test_examples: int | None = opt(500, "test examples decoded per run (null: all)")
+    baseline: str = opt("auto", "trivial baseline: auto | lead | copy | none")
+    lead_words: int = opt(0, "lead-N baseline's N; 0: the mean reference length")
+    samples: int = opt(8, "rows in the report's sample table")
+    analysis_texts: int = opt(32, "target inputs for CKA and attention maps")
+    note: str = opt("", "a caveat the report prints under its introduction")
+
+
+@dataclass
+class Run:
+    """One cell of the grid."""
+
+    arm: ArmConfig
+    size: int | None
+    seed: int
+    dir: Path
+    cfg: RunConfig
+    after: str | None = None  # id of the run whose cost this one needs (matched budget)
+
+    @property
+    def id(self) -> str:
+        return f"{self.arm.name}/n{self.size or 'all'}/s{self.seed}"
+
+    def done(self) -> bool:
+        return (self.dir / "done.json").is_file()
+
+
+def load_study(path: str, overrides: dict | None = None) -> StudyConfig:
+    """Read STUDY.yaml (+ --key=value overrides) and check the arms; errors name the key."""
+    try:
+        cfg = build_config(StudyConfig, [path], overrides or {})
+    except ConfigError as exc:
+        if exc.path is not None:  # YAML syntax: already names file and line
+            raise
+        raise ConfigError(str(exc), path=path) from None
+    if not cfg.task:
+        raise ConfigError("study: 'task' is required (a task YAML)", path=path)
+    if not cfg.arms:
+        raise ConfigError("study: 'arms' is empty", path=path)
+    if bool(cfg.pretrained) == bool(cfg.pretrain):
+        raise ConfigError("study: give exactly one of 'pretrained' (a folder) and 'pretrain' (a run config)",
+                          path=path)
+    if cfg.workers < 1:
+        raise ConfigError(f"study: 'workers' must be >= 1, got {cfg.workers}", path=path)
+    return cfg
+
+
+def arms(cfg: StudyConfig) -> list[ArmConfig]:
+    """Validated ArmConfigs: unique names, known init/budget, no per-arm step budget."""
+    out = [from_dict(ArmConfig, a, prefix=f"arms[{i}].") for i, a in enumerate(cfg.arms)]
+    names = [a.name for a in out]
+    for i, a in enumerate(out):
+        where = f"arms[{i}] ({a.name or 'unnamed'})"
+        if not a.name or "/" in a.name or names.count(a.name) > 1:
+            raise ConfigError(f"{where}: every arm needs a unique name without '/'")
+        if a.init not in ("pretrained", "scratch"):
+            raise ConfigError(f"{where}: init must be 'pretrained' or 'scratch', got '{a.init}'")
+        if a.budget not in ("same", "matched") or (a.budget == "matched" and a.init != "scratch"):
+            raise ConfigError(f"{where}: budget must be 'same', or 'matched' for a scratch arm")
+        if {"max_steps", "max_minutes"} & set(a.train):
+            raise ConfigError(f"{where}: the step budget is shared (base.train.max_steps); "
+                              f"use budget: matched for a compute-matched arm")
+    if any(a.budget == "matched" for a in out) and not any(a.init == "scratch" and a.budget == "same" for a in out):
+        raise ConfigError("arms: a 'budget: matched' arm needs a plain scratch arm to measure FLOPs per step")
+    return out
+
+
+def scratch_arm(cfg: StudyConfig) -> str | None:
+    """The name of the plain scratch arm (same budget): the reference for speed-ups."""
+    return next((a.name for a in arms(cfg) if a.init == "scratch" and a.budget == "same"), None)
+
+
+def analysis_file(out: Path, name: str) -> Path:
+    """OUT/analysis/NAME.json: what the analysis step computed after the runs, for the report."""
+    return Path(out) / "analysis" / f"{name}.json"
+
+
+def pretrained_dir(cfg: StudyConfig, out: Path) -> Path:
+    return Path(cfg.pretrained) if cfg.pretrained else out / "pretrain"
+
+
+def plan(cfg: StudyConfig, out: Path) -> list[Run]:
+    """Every run's resolved RunConfig, validated before anything trains; matched arms last."""
+    task = to_dict(load_task_file(cfg.task))
+    if cfg.pretrained and not Path(cfg.pretrained).is_dir():
+        raise UserError(f"study: pretrained model folder '{cfg.pretrained}' not found")
+    pre = str(pretrained_dir(cfg, out).resolve())
+    runs: list[Run] = []
+    ordered = sorted(arms(cfg), key=lambda a: a.budget == "matched")  # validated once
+    plain_scratch = scratch_arm(cfg)
+    for size in cfg.sizes:
+        seeds = cfg.seeds if not cfg.seed_sizes or size in cfg.seed_sizes else cfg.seeds[:1]
+        for seed in seeds:
+            for arm in ordered:
+                rdir = out / "runs" / arm.name / f"n{size or 'all'}" / f"s{seed}"
+                runs.append(Run(arm, size, seed, rdir, _run_config(cfg, arm, task, pre, size, seed, rdir)))
+                if arm.budget == "matched" and plain_scratch is not None:
+                    runs[-1].after = f"{plain_scratch}/n{size or 'all'}/s{seed}"
+    return runs
+
+
+def _run_config(cfg: StudyConfig, arm: ArmConfig, task: dict, pre: str, size: int | None, seed: int,
+                rdir: Path) -> RunConfig:
+    """base <- task <- arm <- (size, seed, folder); scratch arms copy the pretrained shape."""
+    data = merge({"eval": {"generate": True, "examples": 100}, "train": {"eval_at_start": True}}, cfg.base)
+    data = merge(data, {"task": merge(task, cfg.base.get("task", {}))})
+    data = merge(data, {"strategy": arm.strategy, "train": merge(arm.train, {"max_examples": size, "seed": seed})})
+    if arm.init == "scratch":
+        data = merge(data, {"init": "scratch", "model": {"like": pre}, "tokenizer": {"path": pre}})
+    else:
+        data["init"] = pre
+    if cfg.workers > 1 and data.get("train", {}).get("threads") is None:
+        data["train"]["threads"] = max(1, (os.cpu_count() or 1) // cfg.workers)
+    data["out"] = str(rdir)
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"arm '{arm.name}': {exc}") from None

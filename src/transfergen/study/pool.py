@@ -1,0 +1,124 @@
+"""Running a study's grid: each run in its own process, `workers` at once, resumable.
+
+A finished run (done.json) is skipped and a killed one resumes from its last checkpoint,
+so re-running the command continues. A compute-matched scratch run waits for its
+same-budget partner, whose FLOPs per step set its budget. After the runs, `analysis.py`
+writes what the report shows beside them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..config import RunConfig, from_dict, merge, save_yaml
+from ..errors import UserError
+from ..io import read_json, write_json_atomic
+from .config import Run, StudyConfig, plan, pretrained_dir
+from .costs import matched_steps, pretrain_cost
+
+
+def _say(msg: str) -> None:
+    print(f"[study] {msg}", flush=True)
+
+
+def _launch(cmd: list[str], log: Path | None) -> subprocess.Popen:
+    """A child process; with a log file its output goes there, else to our terminal."""
+    if log is None:
+        return subprocess.Popen(cmd)
+    with open(log, "a", encoding="utf-8") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _pretrain(cfg: StudyConfig, out: Path) -> None:
+    """Run `pretrain:` into <out>/pretrain once (resumes if killed); marker file when done."""
+    from ..checkpoint import latest_checkpoint
+
+    folder = out / "pretrain"
+    if not cfg.pretrain or (folder / "study_done").is_file():
+        return
+    rc = from_dict(RunConfig, merge(cfg.pretrain, {"out": str(folder)}), prefix="pretrain.")
+    rc.resume = latest_checkpoint(folder) is not None
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(rc, out / "pretrain_config.yaml")
+    _say(f"pretraining -> {folder}" + (" (resuming)" if rc.resume else ""))
+    code = subprocess.call([sys.executable, "-m", "transfergen", "pretrain", "--config",
+                            str(out / "pretrain_config.yaml")])
+    if code != 0:
+        raise UserError(f"pretraining failed (exit {code}); its log is above, its folder {folder}")
+    (folder / "study_done").write_text("ok\n", encoding="utf-8")
+
+
+def _prepare(run: Run, cfg: StudyConfig, out: Path, pre_cost: dict | None, by_id: dict[str, Run]) -> None:
+    """Write the run's config and job files (the matched budget is known only now)."""
+    if run.arm.budget == "matched" and run.after:
+        run.cfg.train.max_steps = matched_steps(run, by_id[run.after].dir, pre_cost)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(run.cfg, run.dir / "study_run.yaml")
+    write_json_atomic(run.dir / "study_job.json", {
+        "id": run.id, "arm": run.arm.name, "size": run.size, "seed": run.seed,
+        "test_examples": cfg.test_examples, "analysis_texts": cfg.analysis_texts})
+
+
+class _Pool:
+    """Up to `workers` run processes at once; runs start when their dependency is done."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, runs: list[Run]):
+        self.cfg, self.out, self.n = cfg, out, len(runs)
+        self.by_id = {r.id: r for r in runs}
+        self.todo = [r for r in runs if not r.done()]
+        self.active: dict[str, tuple[Run, subprocess.Popen, float]] = {}
+        self.failed: list[str] = []
+        self.pre_cost = pretrain_cost(pretrained_dir(cfg, out))
+
+    def start_ready(self) -> None:
+        """Drop runs whose dependency failed; start ready ones while workers are free."""
+        for r in [r for r in self.todo if r.after in self.failed]:
+            self.todo.remove(r)
+            self.failed.append(r.id)
+            _say(f"skip {r.id}: {r.after} failed")
+        ready = [r for r in self.todo if r.after is None or self.by_id[r.after].done()]
+        while ready and len(self.active) < self.cfg.workers:
+            r = ready.pop(0)
+            self.todo.remove(r)
+            _prepare(r, self.cfg, self.out, self.pre_cost, self.by_id)
+            _say(f"[{self.n - len(self.todo) - len(self.active)}/{self.n}] start {r.id} "
+                 f"({r.cfg.train.max_steps} steps)")
+            log = r.dir / "log.txt" if self.cfg.workers > 1 else None
+            proc = _launch([sys.executable, "-m", "transfergen.study.worker", str(r.dir)], log)
+            self.active[r.id] = (r, proc, time.time())
+
+    def reap(self) -> None:
+        """Report every finished process: its test scores, or where its log is."""
+        for rid, (r, proc, t0) in list(self.active.items()):
+            if proc.poll() is None:
+                continue
+            del self.active[rid]
+            if proc.returncode == 0 and r.done():
+                res = read_json(r.dir / "done.json")
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in res["test"].items())
+                _say(f"done {rid} in {time.time() - t0:.0f} s: test {shown}")
+            else:
+                self.failed.append(rid)
+                where = r.dir / "log.txt" if self.cfg.workers > 1 else "above"
+                _say(f"FAILED {rid} (exit {proc.returncode}); see {where}")
+
+
+def run_study(cfg: StudyConfig, out: str | Path) -> list[str]:
+    """Run every unfinished run (`workers` at once), then the study's analysis (the JSON the
+    report renders); returns the ids of failed runs."""
+    out = Path(out)
+    runs = plan(cfg, out)  # validates everything before the first process starts
+    _pretrain(cfg, out)
+    pool = _Pool(cfg, out, runs)
+    _say(f"{len(runs)} runs ({len(runs) - len(pool.todo)} already finished), {cfg.workers} at a time -> {out}")
+    while pool.todo or pool.active:
+        pool.start_ready()
+        time.sleep(0.2)
+        pool.reap()
+    from .analysis import analyze_study  # loads models: only after the runs, never for a report
+
+    analyze_study(cfg, out)
+    return pool.failed
