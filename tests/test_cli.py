@@ -25,6 +25,7 @@ def run_cli(*args: str, env_extra: dict | None = None, module: list[str] | None 
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
 
 
+@pytest.mark.slow
 def test_pretrain_generate_and_hf_auto_classes(corpus, tmp_path):
     run = tmp_path / "RUN"
     assert main(["pretrain", "--corpus", str(corpus), "--out", str(run), *TINY_FLAGS,

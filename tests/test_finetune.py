@@ -21,20 +21,16 @@ from transfergen.session import build_initial_model, resolve_tokenizer
 from transfergen.distributed import DistInfo
 from transfergen.tokenizer import TextTokenizer
 
-from conftest import OBJECTS, SUBJECTS, VERBS, make_corpus, tiny_config
+from conftest import OBJECTS, SUBJECTS, VERBS
 
 FT = {"train": {"max_steps": 12, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "eval_every": 6,
                 "save_every": 6, "log_every": 1, "eval_batches": 2, "threads": 1}}
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    """A tiny model pretrained on the template corpus (shared by the tests here)."""
-    from transfergen.pretrain import run_pretrain
-
-    root = tmp_path_factory.mktemp("pre")
-    run_pretrain(tiny_config(make_corpus(root / "corpus.txt"), root / "run", train={"max_steps": 40}))
-    return root / "run"
+def pretrained(tiny_pretrained) -> Path:
+    """The session's tiny model pretrained on the template corpus (40 steps)."""
+    return tiny_pretrained
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ def study_file(tmp_path_factory, tiny_pretrained) -> Path:
     return root / "study.yaml"
 
 
+@pytest.mark.slow
 def test_two_arm_study_finishes_resumes_and_reports(study_file, tmp_path, capfd):
     capsys = capfd  # fd-level: the runs are child processes writing to our terminal
     out = tmp_path / "s"
