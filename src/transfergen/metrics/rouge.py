@@ -37,7 +37,7 @@ def rouge_items(hypotheses: list[str], references: list[list[str]], lang: str = 
     check_zh_mode(zh_mode)
     scorer, _ = _scorer(lang, zh_mode)
     out = {key: np.zeros(len(hypotheses)) for key in ROUGE_TYPES}
-    for i, (hyp, item_refs) in enumerate(zip(hypotheses, references)):
+    for i, (hyp, item_refs) in enumerate(zip(hypotheses, references, strict=True)):
         # score_multi(targets, prediction): rouge-score's own (reference, hypothesis) order.
         best = scorer.score_multi(item_refs, hyp)
         for key in ROUGE_TYPES:
