@@ -276,6 +276,19 @@ def _runs(doc: Doc, runs: list, failed: list[str]) -> None:
     doc.table(["run", "status", "folder"], rows)
 
 
+def _analysis_missing(doc: Doc, out: Path) -> None:
+    if not analysis_file(out, "baseline").is_file():
+        doc.p("The study's analysis (trivial baseline, domain mismatch, pretraining cost) has not run yet: "
+              "`transfergen study` without --report-only runs it after the runs.")
+
+
+def _write(doc: Doc, out: Path, name: str, summary: dict) -> None:
+    """report.md, report.html and summary.json (the summary rows as numbers)."""
+    (out / "report.md").write_text(doc.markdown(out), encoding="utf-8")
+    (out / "report.html").write_text(doc.html(f"transfergen study: {name}"), encoding="utf-8")
+    write_json_atomic(out / "summary.json", summary)
+
+
 def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = None) -> dict:
     """Write report.md, report.html and figures/ under `out`; returns paths and the summary."""
     out = Path(out)
@@ -287,18 +300,15 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
     base = read_analysis(out, "baseline")
     arms = [a["name"] for a in cfg.arms]
     sizes = [s for s in cfg.sizes if any(r.run.size == s for r in results)]
-    doc = Doc()
+    doc, (header, table) = Doc(), summary_table(rows, metric, base, scratch_arm(cfg))
     _intro(doc, cfg, out, results, len(runs))
-    header, table = summary_table(rows, metric, base, scratch_arm(cfg))
     doc.h(2, "Summary")
     doc.table(header, table)
     doc.h(2, "What the numbers say")
     doc.md([f"- {line}" for line in findings(rows, metric, base, scratch_arm(cfg))])
     _compute(doc, out)
-    if results and not analysis_file(out, "baseline").is_file():
-        doc.p("The study's analysis (trivial baseline, domain mismatch, pretraining cost) has not run yet: "
-              "`transfergen study` without --report-only runs it after the runs.")
     if results:
+        _analysis_missing(doc, out)
         _curves(doc, results, arms, metric, sizes, fig_dir)
         _scores(doc, rows, results, arms, metric, base, fig_dir)
         _domain(doc, out)
@@ -306,10 +316,8 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
         _attention(doc, results, fig_dir)
         _samples(doc, results, base, cfg.samples)
     _runs(doc, runs, failed or [])
-    (out / "report.md").write_text(doc.markdown(out), encoding="utf-8")
-    (out / "report.html").write_text(doc.html(f"transfergen study: {cfg.name}"), encoding="utf-8")
-    write_json_atomic(out / "summary.json", {"metric": metric, "rows": rows,
-                                             "baseline": base and {k: base[k] for k in ("label", "scores")}})
+    _write(doc, out, cfg.name, {"metric": metric, "rows": rows,
+                                "baseline": base and {k: base[k] for k in ("label", "scores")}})
     return {"md": out / "report.md", "html": out / "report.html", "header": header, "table": table,
             "metric": metric}
 
