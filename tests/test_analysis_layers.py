@@ -222,12 +222,12 @@ def test_attention_map_rejects_bad_arguments(hf_copy):
 
 
 def test_plot_attention_writes_a_png(tmp_path):
-    from transfergen.plots import attention_map as plot_attention
+    from transfergen.plots import attention_maps
 
     tokens = ["<bos>", "the", "cat", "我们", "sat"]
     attn = attention_map(tiny_model(), torch.tensor([[1, 5, 6, 7, 8]]))
     out = tmp_path / "plots" / "attn.png"
-    plot_attention(attn.tolist(), tokens, out, title="layer -1, head 0")
+    attention_maps({"pretrained": attn.tolist(), "full": attn.tolist()}, tokens, out, title="layer -1, head 0")
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
 

@@ -78,7 +78,7 @@ def test_several_seeds_average_deltas_on_shared_resamples():
     refs, good, weak = _systems()
     one = paired_bootstrap("rougeL", good, weak, refs)
     two = paired_bootstrap_seeds("rougeL", [(good, weak), (good, weak)], refs)
-    assert two.seeds == 2 and two.delta == pytest.approx(one.delta)
+    assert two.seed_deltas == pytest.approx([one.delta, one.delta]) and two.delta == pytest.approx(one.delta)
     assert (two.ci_low, two.ci_high, two.p) == pytest.approx((one.ci_low, one.ci_high, one.p))
     mixed = paired_bootstrap_seeds("rougeL", [(good, weak), (weak, weak)], refs)
     assert mixed.delta == pytest.approx(one.delta / 2)

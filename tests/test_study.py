@@ -3,6 +3,7 @@ writes a report whose figures exist; baselines and the compute-matched budget.""
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import subprocess
@@ -60,23 +61,33 @@ def test_two_arm_study_finishes_resumes_and_reports(study_file, tmp_path, capfd)
     attention = json.loads((runs["full"] / "attention.json").read_text())  # written by the run, not the report
     assert set(attention["maps"]) == {"pretrained", "full"} and len(attention["tokens"]) > 1
     assert all(abs(sum(row) - 1) < 1e-3 for row in attention["maps"]["full"])
-    for name in ("pretrain_cost", "baseline", "domain"):  # the study's analysis step, after the runs
+    for name in ("pretrain_cost", "baseline", "domain", "vs_scratch"):  # the analysis step, after the runs
         assert (out / "analysis" / f"{name}.json").is_file(), name
     from transfergen.results import read_curve
 
     curves = {a: read_curve(d) for a, d in runs.items()}  # step 0: the head start transfer gives
     assert [c["step"] for c in curves["full"]] == [0, 4, 8]
     assert curves["full"][0]["val_loss"] < curves["scratch"][0]["val_loss"]
-    for name in ("curves_n60.png", "final.png", "layers.png", "attention_pretrained.png", "attention_full.png"):
+    for name in ("curves_n60.png", "final.png", "layers.png", "attention.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert "## Summary" in md and "lead-" in md and "Jensen-Shannon" in md
-    assert page.count("data:image/png;base64,") >= 5 and "<table>" in page
+    assert page.count("data:image/png;base64,") >= 4 and "<table>" in page
+    # The verdict opens the report: full against scratch with its paired bootstrap, in all three outputs.
+    summary = json.loads((out / "summary.json").read_text())
+    row = next(r for r in summary["rows"] if r["arm"] == "full")
+    vs = row["vs_scratch"]
+    assert vs["against"] == "scratch" and vs["ci_low"] <= vs["delta"] <= vs["ci_high"] and 0 < vs["p"] <= 1
+    assert vs["delta"] == pytest.approx(done["full"]["test"]["rouge1"] - done["scratch"]["test"]["rouge1"])
+    line = summary["verdict"]["n=60"][0]
+    assert line.startswith(f"full: ROUGE-1 {vs['delta']:+.2f} (95% CI") and line in md
+    assert html.escape(line) in page
+    assert md.index("## Verdict") < md.index("## Summary")
     printed = capsys.readouterr().out
     assert "report: " in printed and "| scratch |" in printed and "| full |" in printed  # the summary table
 
     # The report alone is rebuilt from those files: no model loaded, torch never imported.
-    figure = out / "figures" / "attention_full.png"
+    figure = out / "figures" / "attention.png"
     figure.unlink()
     code = ("import sys; from transfergen.cli import main; "
             f"rc = main(['study', {str(study_file)!r}, '--out', {str(out)!r}, '--report-only']); "

@@ -45,7 +45,8 @@ def learning_curves(curves: dict[str, dict[str, list]], arms: list[str], metric:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # every panel: a reader looks at one at a time
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -72,6 +73,7 @@ def final_scores(rows: list[dict], arms: list[str], metric: str, per_seed: dict,
         ax.axhline(baseline, color="gray", ls="--", label=baseline_label)
     ax.set_xticks(range(len(sizes)), [f"n={s}" if s else "all" for s in sizes])
     ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"Test {metric} per arm and training-set size")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -91,6 +93,7 @@ def metric_vs_size(rows: list[dict], arms: list[str], metric: str, baseline: flo
     if baseline is not None:
         ax.axhline(baseline, color="gray", ls="--", label="trivial baseline")
     ax.set_xscale("log")
+    ax.set_title(f"Test {metric} against training-set size")
     ax.set_xlabel("training examples")
     ax.set_ylabel(f"test {metric}")
     ax.legend(fontsize=8)
@@ -121,26 +124,33 @@ def layer_change(per_arm: dict[str, dict], arms: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def attention_map(probs, tokens: list[str], path: Path, title: str = "") -> None:
-    """A (T,T) attention map (nested lists or an array) as a heatmap: queries down, keys
-    across, tokens as labels."""
+def attention_maps(maps: dict[str, list], tokens: list[str], path: Path, title: str = "") -> None:
+    """Each model's (T,T) attention map side by side, and below them what the last position
+    attends to (the separator, which predicts the first target token) as bars per token.
+
+    A causal map is empty above its diagonal: that half is left blank (white) instead of
+    drawn as zeros, and a square-root colour scale keeps the weak off-diagonal structure
+    visible beside the few strong entries (the bos "attention sink").
+    """
     import warnings
 
     import numpy as np
+    from matplotlib.colors import PowerNorm
 
     plt = _plt()
-    probs = np.asarray(probs, dtype=float)
-    if probs.ndim != 2 or probs.shape[0] != probs.shape[1] or len(tokens) != probs.shape[0]:
-        raise ValueError(f"attention_map: attention {probs.shape} does not fit {len(tokens)} tokens")
-    side = max(4.0, 0.3 * len(tokens) + 2.0)  # about 0.3 inch per token keeps labels legible
-    fig, ax = plt.subplots(figsize=(side, side))
+    arrays = {name: np.asarray(p, dtype=float) for name, p in maps.items()}
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.shape[0] != a.shape[1] or len(tokens) != a.shape[0]:
+            raise ValueError(f"attention_maps: {name}'s attention {a.shape} does not fit {len(tokens)} tokens")
+    n, t = len(arrays), len(tokens)
+    side = min(6.0, max(3.0, 0.14 * t + 1.5))  # small cells: the bars below carry the labels
+    fig, axes = plt.subplots(2, n, figsize=(side * n, side + 2.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [side, 2.2]})
     try:
-        image = ax.imshow(probs, cmap="viridis", vmin=0.0)
-        ticks = list(range(len(tokens)))
-        ax.set_xticks(ticks, labels=tokens, rotation=90, fontsize=8)
-        ax.set_yticks(ticks, labels=tokens, fontsize=8)
-        ax.set(xlabel="key", ylabel="query", title=title)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        for j, (name, a) in enumerate(arrays.items()):
+            _attention_panel(axes[0, j], axes[1, j], a, tokens, name, PowerNorm(0.5, vmin=0.0, vmax=1.0))
+        if title:
+            fig.suptitle(title)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():  # tokens in scripts the default font lacks (CJK)
             warnings.filterwarnings("ignore", message="Glyph .* missing")
@@ -148,3 +158,20 @@ def attention_map(probs, tokens: list[str], path: Path, title: str = "") -> None
             fig.savefig(path, format="png", dpi=100)
     finally:
         plt.close(fig)
+
+
+def _attention_panel(top, bottom, a, tokens: list[str], name: str, norm) -> None:
+    """One model: the map (upper triangle masked) above, the last row as bars below."""
+    import numpy as np
+
+    masked = np.ma.masked_where(np.triu(np.ones_like(a, dtype=bool), k=1), a)
+    top.imshow(masked, cmap="viridis", norm=norm)
+    top.set_title(f"{name}: query (down) x key (across)", fontsize=9)
+    top.set_xticks([])
+    top.set_yticks([])
+    x = list(range(len(tokens)))
+    bottom.bar(x, a[-1], color="#1f77b4")
+    bottom.set_xticks(x, labels=tokens, rotation=90, fontsize=7)
+    bottom.set_xlim(-0.5, len(tokens) - 0.5)
+    bottom.set_ylabel("attention of the last position", fontsize=8)
+    bottom.grid(axis="y", alpha=0.3)

@@ -15,8 +15,9 @@ from pathlib import Path
 from . import plots
 from .document import Doc
 from .io import read_json, write_json_atomic
-from .results import RunResult, collect, higher_is_better, mean_curves, primary_metric, read_analysis, summarize
-from .study.config import StudyConfig, analysis_file, pretrained_dir, scratch_arm
+from .findings import findings, verdicts
+from .results import RunResult, collect, mean_curves, read_analysis, summarize
+from .study.config import StudyConfig, analysis_file, headline_metric, pretrained_dir, scratch_arm
 
 
 def _fmt(x, digits: int = 2) -> str:
@@ -78,55 +79,19 @@ def summary_table(rows: list[dict], metric: str, base: dict | None,
     return [header[c] for c in SUMMARY_COLUMNS], [[row[c] for c in SUMMARY_COLUMNS] for row in cells]
 
 
-FLOOR = 2.0  # below this (on a 0-100 metric) every output is essentially wrong
-
-
-def findings(rows: list[dict], metric: str, base: dict | None, scratch_arm: str | None) -> list[str]:
-    """Plain sentences: each arm against scratch, and whether the arms beat the baseline.
-
-    A gap is "real" with >= 2 seeds per side when it exceeds twice the larger standard
-    deviation over seeds. A one-seed size borrows the noise measured for the same pair of
-    arms at a multi-seed size ("likely real" / "within the seed noise seen at n=..."); with
-    no such measurement the report says it cannot tell.
-    """
-    out, scratch = [], {r["size"]: r for r in rows if r["arm"] == scratch_arm}
-    better = 1 if higher_is_better(metric) else -1
-    for r in rows:
-        s = scratch.get(r["size"])
-        if s is None or r is s:
-            continue
-        gap = (r["test"]["mean"] - s["test"]["mean"]) * better
-        word = f"better than {s['arm']} by" if gap > 0 else f"worse than {s['arm']} by" if gap < 0 \
-            else f"level with {s['arm']}:"
-        out.append(f"n={r['train_examples']}: {r['arm']} is {word} {abs(gap):.2f} {metric} "
-                   f"({_verdict(r, s, gap, rows, scratch)}); final val loss {r['final_val_loss']:.3f} vs "
-                   f"{s['final_val_loss']:.3f}.")
-    if rows and higher_is_better(metric) and metric != "cider" and max(r["test"]["mean"] for r in rows) < FLOOR:
-        out.append(f"Every arm scores below {FLOOR} {metric}: all are at the metric's floor, where its "
-                   f"differences say little about quality, however consistent across seeds.")
-    if base is not None and rows:
-        b = base["scores"].get(metric, float("nan"))
-        beat = [r["arm"] for r in rows if (r["test"]["mean"] - b) * better > 0]
-        out.append(f"Trivial baseline ({base['label']}): {metric} {b:.2f}. "
-                   + (f"Arms above it: {', '.join(sorted(set(beat)))}." if beat else "No arm beats it."))
-    return out
-
-
-def _verdict(r: dict, s: dict, gap: float, rows: list[dict], scratch: dict) -> str:
-    if min(r["test"]["n"], s["test"]["n"]) >= 2:
-        return "real" if abs(gap) > 2 * max(r["test"]["std"], s["test"]["std"]) else "within seed noise"
-    for other in rows:  # the same arm at a size with several seeds
-        ref = scratch.get(other["size"])
-        if other["arm"] == r["arm"] and ref is not None and min(other["test"]["n"], ref["test"]["n"]) >= 2:
-            noise = 2 * max(other["test"]["std"], ref["test"]["std"])
-            where = f"n={other['train_examples']}"
-            return (f"one seed; likely real: twice the seed std at {where} is {noise:.2f}" if abs(gap) > noise
-                    else f"one seed; within the seed noise seen at {where} ({noise:.2f})")
-    return "one seed: not separable from noise"
-
-
 # ---------------------------------------------------------------------------
 # sections
+
+
+def _verdict(doc: Doc, by_size: dict[str, list[str]]) -> None:
+    doc.h(2, "Verdict")
+    doc.p("Each arm against scratch on the test set: the paired bootstrap over the test items (1,000 "
+          "resamples; sacrebleu's for BLEU and chrF, the same resampling of per-item scores for ROUGE and "
+          "CIDEr-D), seed s of an arm against seed s of scratch. 'Not separable' means p >= 0.05 or an "
+          "interval that includes zero.")
+    for label, lines in by_size.items():
+        doc.h(3, label)
+        doc.md([f"- {line}" for line in lines])
 
 
 def _intro(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], n_planned: int) -> None:
@@ -264,10 +229,11 @@ def _attention(doc: Doc, results: list[RunResult], fig_dir: Path) -> None:
         return
     att = read_json(found)
     doc.h(2, "Attention on a test input")
-    for name, probs in att["maps"].items():
-        path = fig_dir / f"attention_{name}.png"
-        plots.attention_map(probs, att["tokens"], path, f"{name}: last layer, head {att['head']}")
-        doc.fig(path, f"Attention map of the {name} model (last layer, head {att['head']})")
+    path = fig_dir / "attention.png"
+    plots.attention_maps(att["maps"], att["tokens"], path, f"last layer, head {att['head']}, on a test prompt")
+    doc.fig(path, "Attention of the pretrained and the fine-tuned model on the same test prompt (last layer, "
+                  f"head {att['head']}; square-root colour scale), and what the last position, which predicts "
+                  "the first target token, attends to")
 
 
 def _runs(doc: Doc, runs: list, failed: list[str]) -> None:
@@ -295,13 +261,15 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     runs, results = collect(cfg, out)
-    metric = primary_metric(cfg, results)
+    metric = headline_metric(cfg)
     rows = summarize(cfg, out, results, metric)
     base = read_analysis(out, "baseline")
     arms = [a["name"] for a in cfg.arms]
     sizes = [s for s in cfg.sizes if any(r.run.size == s for r in results)]
     doc, (header, table) = Doc(), summary_table(rows, metric, base, scratch_arm(cfg))
+    by_size = verdicts(rows, metric, base, scratch_arm(cfg))
     _intro(doc, cfg, out, results, len(runs))
+    _verdict(doc, by_size)
     doc.h(2, "Summary")
     doc.table(header, table)
     doc.h(2, "What the numbers say")
@@ -316,10 +284,10 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
         _attention(doc, results, fig_dir)
         _samples(doc, results, base, cfg.samples)
     _runs(doc, runs, failed or [])
-    _write(doc, out, cfg.name, {"metric": metric, "rows": rows,
+    _write(doc, out, cfg.name, {"metric": metric, "verdict": by_size, "rows": rows,
                                 "baseline": base and {k: base[k] for k in ("label", "scores")}})
     return {"md": out / "report.md", "html": out / "report.html", "header": header, "table": table,
-            "metric": metric}
+            "metric": metric, "verdict": by_size}
 
 
 def summary_lines(rep: dict, keep: tuple[str, ...] = TERMINAL_COLUMNS) -> list[str]:

@@ -45,13 +45,6 @@ def collect(cfg: StudyConfig, out: Path) -> tuple[list[Run], list[RunResult]]:
     return runs, done
 
 
-def primary_metric(cfg: StudyConfig, results: list[RunResult]) -> str:
-    """The study's headline metric: `metric`, else the first test score of the first run."""
-    if cfg.metric:
-        return cfg.metric
-    return next(iter(results[0].done["test"])) if results else "bleu"
-
-
 def higher_is_better(metric: str) -> bool:
     return metric not in ("val_loss", "val_ppl", "test_ppl")
 
@@ -83,7 +76,7 @@ def _spread(values: list[float]) -> dict:
 
 def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str) -> list[dict]:
     """One row per (size, arm): test metric spread, compute, and the speed-up against scratch."""
-    pre = read_analysis(out, "pretrain_cost")
+    pre, tests = read_analysis(out, "pretrain_cost"), read_analysis(out, "vs_scratch")
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     for r in results:
         groups[(r.run.size, r.arm)].append(r)
@@ -100,9 +93,21 @@ def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str
                "train_s": statistics.fmean(r.done["train_s"] for r in rs), "transfer": transfer,
                "final_val_loss": statistics.fmean(r.curve[-1]["val_loss"] for r in rs if r.curve)}
         row.update(_speedups(rs, scratch, metric))
+        row.update(_paired(tests, arm, size))
         rows.append(row)
     order = {a["name"]: i for i, a in enumerate(cfg.arms)}
     return sorted(rows, key=lambda r: (r["size"] is None, r["size"] or 0, order.get(r["arm"], 99)))
+
+
+def _paired(tests: dict | None, arm: str, size) -> dict:
+    """The row's paired-bootstrap comparisons: vs_scratch and vs_baseline, when computed."""
+    out: dict = {}
+    for c in (tests or {}).get("comparisons", []):
+        if c["arm"] == arm and c["size"] == size:
+            key = "vs_baseline" if c.get("baseline") else "vs_scratch"
+            out[key] = {k: c[k] for k in ("against", "delta", "ci_low", "ci_high", "p", "n_items", "seeds",
+                                         "seed_deltas")}
+    return out
 
 
 def _speedups(rs: list[RunResult], scratch: list[RunResult], metric: str) -> dict:

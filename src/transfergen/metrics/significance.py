@@ -48,7 +48,7 @@ class Paired:
     p: float
     n_items: int
     n_samples: int
-    seeds: int = 1
+    seed_deltas: list[float]  # the observed delta of each seed pair (one entry for one pair)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,7 +123,7 @@ def paired_bootstrap_seeds(metric: str, pairs: Sequence[tuple[Sequence[str], Seq
         resampled.append(fa(sa[idx]) - fb(sb[idx]))
     deltas, delta = np.mean(resampled, axis=0), float(np.mean(observed))
     low, high = _interval(deltas)
-    return Paired(metric, delta, low, high, _p_value(deltas, delta), n_items, n_samples, len(pairs))
+    return Paired(metric, delta, low, high, _p_value(deltas, delta), n_items, n_samples, observed)
 
 
 def paired_bootstrap(metric: str, hypotheses_a: Sequence[str], hypotheses_b: Sequence[str],

@@ -4,6 +4,8 @@
     OUT/analysis/baseline.json       the trivial baseline's outputs and scores on the test set
     OUT/analysis/domain.json         pretraining corpus vs task: vocabulary, divergence,
                                      fertility, the pretrained model's perplexities
+    OUT/analysis/vs_scratch.json     each arm against scratch and the baseline: paired
+                                     bootstrap delta, 95% interval, p (compare.py)
 Each run's own comparisons (layers.json, attention.json) are written by its worker. This
 step loads models and scores text; the report only reads what it wrote.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io import write_json_atomic
+from .compare import compare_arms
 from .config import StudyConfig, analysis_file, pretrained_dir
 from .costs import pretrain_cost
 
@@ -23,6 +26,7 @@ def analyze_study(cfg: StudyConfig, out: str | Path) -> None:
     analysis_file(out, "x").parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(analysis_file(out, "pretrain_cost"), pretrain_cost(pretrained_dir(cfg, out)))
     write_json_atomic(analysis_file(out, "baseline"), baseline(cfg))
+    write_json_atomic(analysis_file(out, "vs_scratch"), compare_arms(cfg, out))  # reads the baseline above
     if not analysis_file(out, "domain").is_file():
         domain = domain_analysis(cfg, out)
         if domain is not None:

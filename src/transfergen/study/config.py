@@ -133,6 +133,12 @@ def scratch_arm(cfg: StudyConfig) -> str | None:
     return next((a.name for a in arms(cfg) if a.init == "scratch" and a.budget == "same"), None)
 
 
+def headline_metric(cfg: StudyConfig) -> str:
+    """The metric verdicts are stated in: `metric`, else the task's first metric (rouge ->
+    its ROUGE-L score, which is what `rouge` names in a run's flattened test scores)."""
+    return cfg.metric or load_task_file(cfg.task).metrics[0]
+
+
 def analysis_file(out: Path, name: str) -> Path:
     """OUT/analysis/NAME.json: what the analysis step computed after the runs, for the report."""
     return Path(out) / "analysis" / f"{name}.json"
