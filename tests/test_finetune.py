@@ -170,3 +170,19 @@ def test_generation_eval_during_training_and_evaluate_cli(pretrained, task_file,
     assert "nrefs:1" in scores["scores"]["bleu"]["signature"]
     assert 1.0 < scores["perplexity"] < 320
     assert "chrF" in capsys.readouterr().out
+
+
+def test_frozen_weights_cost_no_weight_gradient_flops(pretrained, task_file, tmp_path):
+    """FLOPs per token: 6 per trained weight, 4 per frozen one (forward + input gradient only)."""
+    flops = {}
+    for name, strategy in (("full", {"name": "full"}), ("freeze", {"name": "freeze", "freeze_bottom": 1})):
+        run = tmp_path / name
+        run_finetune(ft_config(run, str(pretrained), task_file, strategy=strategy,
+                               train={"max_steps": 2, "eval_every": 2, "save_every": 2}))
+        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        flops[name] = max(r.get("flops", 0.0) for r in recs)
+    model = load_model(pretrained)
+    block = sum(p.numel() for p in model.model.layers[0].parameters() if p.dim() >= 2)
+    tokens = max(r.get("tokens", 0) for r in (json.loads(x) for x in
+                                              (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()))
+    assert flops["full"] - flops["freeze"] == pytest.approx(2.0 * block * tokens)

@@ -125,9 +125,11 @@ def _compute(doc: Doc, out: Path) -> None:
         return
     doc.p(f"Pretraining cost that every transfer arm inherits: {pre['steps']:,} steps, {pre['tokens']:,} tokens, "
           f"{pre['flops']:.2e} FLOPs, {pre['elapsed_s'] / 60:.1f} min. 'FLOPs target' counts the fine-tuning "
-          f"alone; 'FLOPs incl. pretraining' adds this for transfer arms. FLOPs are estimates: 6 x parameters "
-          f"(+ attention) per token, so frozen weights count as if they trained. A 'budget: matched' scratch "
-          f"arm gets the pretraining FLOPs as extra target-task steps.")
+          f"alone; 'FLOPs incl. pretraining' adds this for transfer arms. FLOPs are estimates per token: 6 per "
+          f"trained weight (forward, gradient to the input, gradient to the weight), 4 per frozen weight "
+          f"(no weight gradient), plus attention. LoRA therefore costs about two thirds of full fine-tuning "
+          f"per token, not less: every frozen weight still runs forward and backward, and the adapters add "
+          f"their own. A 'budget: matched' scratch arm gets the pretraining FLOPs as extra target-task steps.")
 
 
 def _curves(doc: Doc, results: list[RunResult], arms: list[str], metric: str, sizes: list, fig_dir: Path) -> None:

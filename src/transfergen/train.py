@@ -86,9 +86,14 @@ class _Run:
     precision: Precision
 
     def flops_per_token(self, seq_len: int) -> float:
-        """The model's training-FLOPs estimate; 6 x parameters for a model without one."""
+        """The model's training-FLOPs estimate (6 x parameters for a model without one), less
+        the weight gradients frozen matrices skip: a frozen weight still costs its forward (2)
+        and the gradient to its input (2), but not its own gradient (2). So LoRA counts 4 per
+        base weight + 6 per adapter weight, not 6 for everything."""
         fn = getattr(self.raw, "flops_per_token", None)
-        return fn(seq_len) if fn else 6.0 * sum(p.numel() for p in self.raw.parameters())
+        full = fn(seq_len) if fn else 6.0 * sum(p.numel() for p in self.raw.parameters())
+        frozen = sum(p.numel() for p in self.raw.parameters() if not p.requires_grad and p.dim() >= 2)
+        return full - 2.0 * frozen
 
 
 def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGroup] | None, resume: bool,
