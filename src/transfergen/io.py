@@ -1,4 +1,5 @@
-"""Small file I/O shared by the loop, evaluation and studies: atomic text, metrics.jsonl.
+"""Small file I/O shared by the loop, evaluation and studies: atomic text, metrics.jsonl,
+and the refusal of model folders that ask to run their own code.
 
 No torch at import time: the study report reads these files without loading a model.
 """
@@ -10,7 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 METRICS_FILE = "metrics.jsonl"
+# The files in which a Hugging Face folder can map a class to Python code it ships (`auto_map`).
+CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -24,6 +29,22 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """`obj` as indented UTF-8 JSON, written atomically."""
     write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def refuse_custom_code(folder: str | Path) -> None:
+    """transformers would import Python files shipped in a model folder whose config maps a class
+    to them (`auto_map`), after asking on stdin; transfergen never runs such code. One line,
+    before anything of the folder is loaded (`trust_remote_code=False` is passed as well)."""
+    for name in CODE_MAPS:
+        path = Path(folder) / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # unreadable: the loader reports it, naming the file
+        if isinstance(data, dict) and data.get("auto_map"):
+            classes = ", ".join(sorted(data["auto_map"])) if isinstance(data["auto_map"], dict) else "?"
+            raise UserError(f"the folder asks to run its own Python code (auto_map: {classes}); transfergen "
+                            "never runs code from a model folder", path=str(path))
 
 
 def read_json(path: str | Path) -> Any:
