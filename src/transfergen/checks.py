@@ -1,0 +1,82 @@
+"""Range checks that config fields carry next to their help text.
+
+    batch_size: int = opt(16, "sequences per micro-batch", check=at_least(1))
+
+A check is a function `value -> problem | None`; `check_field` runs a field's check and
+raises a one-line `ConfigError` naming the key, e.g.
+`config key 'train.lr': must be > 0, got -1.0`. `None` always passes (a null optional
+field means "off" or "take the default"). Checks that need a registry (strategy names,
+metric names, the device) live with the registry and are run by `preflight.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigError
+
+Check = Callable[[Any], "str | None"]
+
+
+def at_least(low: float) -> Check:
+    """value >= low (counts: at_least(1); sizes that may be off: at_least(0))."""
+    return lambda v: None if v >= low else f"must be >= {low}"
+
+
+def above(low: float) -> Check:
+    """value > low (rates, scales, epsilons)."""
+    return lambda v: None if v > low else f"must be > {low}"
+
+
+def within(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
+    """value in [low, high], either end open on request (fractions, betas, dropout)."""
+    def check(v: Any) -> str | None:
+        ok = (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
+        return None if ok else f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    """One of the named values (where the names live in this file, not in a registry)."""
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def nonempty(v: Any) -> str | None:
+    """A list that must hold at least one item (a grid axis, for instance)."""
+    return None if len(v) > 0 else "must not be empty"
+
+
+def each(check: Check, *, allow_empty: bool = True) -> Check:
+    """Apply `check` to every item of a list (None items pass, as for plain fields)."""
+    def run(v: list) -> str | None:
+        if not allow_empty and not v:
+            return "must not be empty"
+        for item in v:
+            problem = None if item is None else check(item)
+            if problem is not None:
+                return f"every item {problem}"
+        return None
+    return run
+
+
+def check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    """Run field `f`'s `check` metadata on `value`; ConfigError naming `key` when it fails."""
+    check = f.metadata.get("check")
+    if check is None or value is None:
+        return
+    problem = check(value)
+    if problem is not None:
+        raise ConfigError(f"config key '{key}': {problem}, got {value!r}")
+
+
+def check_values(cfg: Any, prefix: str = "") -> None:
+    """Every field check of dataclass `cfg` and its nested sections (for configs built in
+    code rather than through `from_dict`, which checks as it reads)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_values(value, f"{prefix}{f.name}.")
+        else:
+            check_field(f, value, prefix + f.name)
