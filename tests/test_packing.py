@@ -64,7 +64,7 @@ def test_build_structure_and_dtype(tok, corpus, tmp_path):
     assert tok.decode(train_docs[0]) in texts and tok.decode(val_docs[0]) in texts
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert meta["val_split"] == "by_document" and meta["dtype"] == "uint16"
-    assert sorted(os.listdir(tmp_path / "cache")) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(tmp_path / "cache")) == [".lock", "meta.json", "train.bin", "val.bin"]
     assert token_dtype(65535) == np.uint16 and token_dtype(65536) == np.uint32
 
 

@@ -220,7 +220,8 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
     run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
     if info.is_main:
         summary = {**log_param_summary(run.raw, run.optimizer), "dtype": run.precision.dtype}
-        run.metrics.write({**summary, **(setup_info or {})})
+        if run.state["step"] == 0:  # a resume keeps its run's one setup record
+            run.metrics.write({**summary, **(setup_info or {})})
         groups = ", ".join(f"{g['name']} lr={g['base_lr']:.2e} ({g['params']:,})" for g in summary["param_groups"])
         _say(info, f"trainable {summary['trainable_params']:,} / frozen {summary['frozen_params']:,} "
                    f"parameters in {run.precision.dtype}; groups: {groups}")
