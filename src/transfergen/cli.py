@@ -334,7 +334,7 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     from .study import load_study, run_study
 
     cfg = load_study(args.study, parse_overrides(rest))
-    failed = [] if args.report_only else run_study(cfg, args.out)
+    failed = [] if args.report_only else run_study(cfg, args.out, source=args.study)
     rep = write_report(cfg, args.out, failed)
     print("\n" + "\n".join(summary_lines(rep)))
     print(f"\nreport: {rep['html']} (and {rep['md']})")

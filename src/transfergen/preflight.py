@@ -34,12 +34,14 @@ from .tokenizer import check_vocab_size
 VAL_NUMBERS = ("val_loss", "val_ppl")  # what every evaluation records
 
 
-def check_run(cfg: RunConfig, command: str) -> None:
-    """Every check of a `pretrain` or `finetune` config; raises on the first problem."""
+def check_run(cfg: RunConfig, command: str, folders: bool = True) -> None:
+    """Every check of a `pretrain` or `finetune` config; raises on the first problem.
+    `folders=False` skips the folders the run reads (a study's pretrained model, made first)."""
     check_values(cfg)
     resolve_dtype(cfg.train.dtype, resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))))
     schedule_for(cfg.train)
-    _check_folders(cfg)
+    if folders:
+        _check_folders(cfg)
     if command == "pretrain":
         _check_pretrain(cfg)
     else:
