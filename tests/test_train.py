@@ -102,7 +102,7 @@ def test_crash_while_saving_keeps_previous_checkpoint(corpus, tmp_path, monkeypa
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(model_mod, "save_model", half_save)
-    with pytest.raises(UserError, match="step-0000020: OSError: disk full .* step-0000010, is intact"):
+    with pytest.raises(UserError, match=r"step-0000020: OSError: disk full .* step-0000010, is intact"):
         run_pretrain(tiny_config(corpus, run, resume=True, train={"max_steps": 20}))
     monkeypatch.setattr(model_mod, "save_model", real_save)
     assert not list((run / "checkpoints").glob(".tmp-*"))  # the partial folder went at once
