@@ -92,7 +92,7 @@ def test_workers_match_in_process(tok, tmp_path, jieba):
     two = prepare_corpus(DataConfig(corpus=[str(p)], num_workers=2), tok, tmp_path / "w2")
     assert np.array_equal(one.train, two.train) and np.array_equal(one.val, two.val)
     assert one.n_val_docs == two.n_val_docs > 0
-    assert sorted(os.listdir(tmp_path / "w2")) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(tmp_path / "w2")) == [".lock", "meta.json", "train.bin", "val.bin"]
 
 
 def test_single_document_falls_back_to_token_tail(tok, tmp_path):

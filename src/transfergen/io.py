@@ -52,12 +52,26 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _records(text: str) -> list[dict]:
+    """The records of a metrics.jsonl text. A kill in the middle of an append can leave the last
+    line torn; that record was never complete, so it is dropped (a torn line elsewhere is an error)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """Every record of a run's metrics.jsonl, in order ([] without one)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return _records(path.read_text(encoding="utf-8"))
 
 
 class MetricsLog:
@@ -83,9 +97,8 @@ class MetricsLog:
         """On resume, drop records past the checkpoint so curves have no duplicate steps."""
         if not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        write_text_atomic(self.path, "".join(k + "\n" for k in keep))
+        keep = [rec for rec in _records(self.path.read_text(encoding="utf-8")) if rec.get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(json.dumps(rec) + "\n" for rec in keep))
 
     def write(self, record: dict) -> None:
         """Append one record (a JSON line); numbers also go to TensorBoard."""
