@@ -20,32 +20,36 @@ from .errors import ConfigError
 Check = Callable[[Any], "str | None"]
 
 
+def rule(text: str, ok: Callable[[Any], bool]) -> Check:
+    """A check from its rule as read ('>= 1') and its predicate; `--help` shows the rule."""
+    def check(value: Any) -> str | None:
+        return None if ok(value) else f"must be {text}"
+    check.rule = text  # type: ignore[attr-defined]
+    return check
+
+
 def at_least(low: float) -> Check:
     """value >= low (counts: at_least(1); sizes that may be off: at_least(0))."""
-    return lambda v: None if v >= low else f"must be >= {low}"
+    return rule(f">= {low}", lambda v: v >= low)
 
 
 def above(low: float) -> Check:
     """value > low (rates, scales, epsilons)."""
-    return lambda v: None if v > low else f"must be > {low}"
+    return rule(f"> {low}", lambda v: v > low)
 
 
 def within(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
     """value in [low, high], either end open on request (fractions, betas, dropout)."""
-    def check(v: Any) -> str | None:
-        ok = (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
-        return None if ok else f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    return check
+    text = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return rule(text, lambda v: (low < v if low_open else low <= v) and (v < high if high_open else v <= high))
 
 
 def one_of(*choices: str) -> Check:
     """One of the named values (where the names live in this file, not in a registry)."""
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+    return rule(f"one of {', '.join(choices)}", lambda v: v in choices)
 
 
-def nonempty(v: Any) -> str | None:
-    """A list that must hold at least one item (a grid axis, for instance)."""
-    return None if len(v) > 0 else "must not be empty"
+nonempty = rule("a non-empty list", lambda v: len(v) > 0)
 
 
 def each(check: Check, *, allow_empty: bool = True) -> Check:
@@ -58,7 +62,14 @@ def each(check: Check, *, allow_empty: bool = True) -> Check:
             if problem is not None:
                 return f"every item {problem}"
         return None
+    run.rule = ("" if allow_empty else "non-empty, ") + f"each {check.rule}"  # type: ignore[attr-defined]
     return run
+
+
+def describe(check: Check | None) -> str:
+    """The rule of a field's check as `--help` prints it ('' without one)."""
+    text = getattr(check, "rule", None)
+    return f" ({text})" if text else ""
 
 
 def check_field(f: dataclasses.Field, value: Any, key: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Union
 
 import yaml
 
-from .checks import above, at_least, check_field, nonempty, within
+from .checks import above, at_least, check_field, describe, nonempty, within
 from .errors import ConfigError
 from .io import write_text_atomic
 
@@ -386,7 +386,7 @@ def flag_help(cls: type, sections: Sequence[str] | None = None, prefix: str = ""
         if dataclasses.is_dataclass(hints[f.name]):
             rows += flag_help(hints[f.name], None, f"{prefix}{f.name}.")
             continue
-        owner, doc = f.metadata.get("strategy"), f.metadata.get("help", "")
+        owner, doc = f.metadata.get("strategy"), f.metadata.get("help", "") + describe(f.metadata.get("check"))
         rows.append(f"  --{prefix}{f.name}={_flag_value(_default(f))}".ljust(40) + "  "
                     + (f"[{owner}] {doc}" if owner else doc))
     return rows
