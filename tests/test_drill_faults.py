@@ -281,6 +281,7 @@ def test_a_study_run_dies_with_the_study_process():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killing_a_study_kills_its_run_and_a_rerun_finishes_it(tiny_pretrained, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"source": f"a {i}", "target": f"b {i}"}) + "\n" for i in range(60)))

@@ -110,17 +110,22 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
         why = write_problem(exc, root)
         shutil.rmtree(tmp, ignore_errors=True)  # give the space back now; the previous checkpoint is untouched
         raise _write_error(why, f"checkpoint {final.name}", run_dir) from None
+    _commit(tmp, final, run_dir)
+    _prune(root, keep)
+    return final
+
+
+def _commit(tmp: Path, final: Path, run_dir: Path) -> None:
+    """Rename a complete checkpoint into place, then refresh the run folder's model files from it."""
     if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    _fsync_dir(final.parent)
     try:
         export_model_files(final, run_dir)
     except OSError as exc:
         raise _write_error(write_problem(exc, run_dir), f"the model files of {final.name} into the run folder",
                            run_dir) from None
-    _prune(root, keep)
-    return final
 
 
 def _write_training_state(tmp: Path, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,

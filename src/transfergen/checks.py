@@ -11,6 +11,7 @@ metric names, the device) live with the registry and are run by `preflight.py`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,23 @@ def describe(check: Check | None) -> str:
     """The rule of a field's check as `--help` prints it ('' without one)."""
     text = getattr(check, "rule", None)
     return f" ({text})" if text else ""
+
+
+def flag_type(kind: Callable[[str], Any], check: Check) -> Callable[[str], Any]:
+    """An argparse `type` that parses a flag's value and range-checks it where the flag is defined
+    (`--temperature`: flag_type(float, at_least(0)))."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__ if kind is not int else 'an integer'}, "
+                                             f"got {text!r}") from None
+        problem = check(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def check_field(f: dataclasses.Field, value: Any, key: str) -> None:

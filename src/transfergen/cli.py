@@ -14,11 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from collections.abc import Callable
-from typing import Any
-
 from . import __version__
-from .checks import above, at_least, within
+from .checks import above, at_least, flag_type, within
 from .errors import EXIT_USER_ERROR, UserError, os_error_line
 from .metrics.cli import add_score_parser
 
@@ -32,22 +29,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         command = self.prog.partition(" ")[2]  # "transfergen generate" -> "generate"
         raise UserError(f"{command}: {message}" if command else message)
-
-
-def _checked(kind: Callable[[str], Any], check: Callable[[Any], str | None]) -> Callable[[str], Any]:
-    """An argparse `type` that parses a flag's value and range-checks it where the flag is defined."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__ if kind is not int else 'an integer'}, "
-                                             f"got {text!r}") from None
-        problem = check(value)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its own messages
-    return parse
 
 
 def _keys_help(cls: type, sections: tuple[str, ...] | None = None,
@@ -108,21 +89,21 @@ def _generate_parser(sub) -> None:
                    help="UTF-8 file with one prompt a line (after any --prompt)")
     # Each value is range-checked even where it would be ignored (a sampling flag with --greedy):
     # a typo must not decode silently in another way.
-    p.add_argument("--max-new-tokens", "--max_new_tokens", type=_checked(int, at_least(1)), default=100,
+    p.add_argument("--max-new-tokens", "--max_new_tokens", type=flag_type(int, at_least(1)), default=100,
                    dest="max_new_tokens")
     p.add_argument("--greedy", action="store_true", help="argmax decoding (same as --temperature 0)")
-    p.add_argument("--temperature", type=_checked(float, at_least(0)), default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", "--top_k", type=_checked(int, at_least(0)), default=50, dest="top_k", help="0 = off")
-    p.add_argument("--top-p", "--top_p", type=_checked(float, within(0, 1, low_open=True)), default=1.0,
+    p.add_argument("--temperature", type=flag_type(float, at_least(0)), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", "--top_k", type=flag_type(int, at_least(0)), default=50, dest="top_k", help="0 = off")
+    p.add_argument("--top-p", "--top_p", type=flag_type(float, within(0, 1, low_open=True)), default=1.0,
                    dest="top_p", help="1 = off")
-    p.add_argument("--num-beams", "--num_beams", type=_checked(int, at_least(1)), default=1, dest="num_beams")
+    p.add_argument("--num-beams", "--num_beams", type=flag_type(int, at_least(1)), default=1, dest="num_beams")
     p.add_argument("--length-penalty", "--length_penalty", type=float, default=1.0, dest="length_penalty")
-    p.add_argument("--repetition-penalty", "--repetition_penalty", type=_checked(float, above(0)), default=1.0,
+    p.add_argument("--repetition-penalty", "--repetition_penalty", type=flag_type(float, above(0)), default=1.0,
                    dest="repetition_penalty", help="1 = off")
-    p.add_argument("--no-repeat-ngram-size", "--no_repeat_ngram_size", type=_checked(int, at_least(0)), default=0,
+    p.add_argument("--no-repeat-ngram-size", "--no_repeat_ngram_size", type=flag_type(int, at_least(0)), default=0,
                    dest="no_repeat_ngram_size", help="0 = off")
-    p.add_argument("--batch-size", "--batch_size", type=_checked(int, at_least(1)), default=32, dest="batch_size")
-    p.add_argument("--seed", type=_checked(int, at_least(0)), default=None)
+    p.add_argument("--batch-size", "--batch_size", type=flag_type(int, at_least(1)), default=32, dest="batch_size")
+    p.add_argument("--seed", type=flag_type(int, at_least(0)), default=None)
 
 
 def _evaluate_parser(sub) -> None:
@@ -137,7 +118,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--task", required=True, metavar="TASK.yaml")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--out", required=True)
-    p.add_argument("--limit", type=_checked(int, at_least(1)), default=None, help="score only the first N examples")
+    p.add_argument("--limit", type=flag_type(int, at_least(1)), default=None, help="score only the first N examples")
     p.add_argument("--text", nargs="+", metavar="FILE", help="also report perplexity on these text files")
 
 
@@ -182,7 +163,7 @@ def _analyze_parser(sub) -> None:
     l_.add_argument("--pretrained", required=True)
     l_.add_argument("--finetuned", required=True)
     l_.add_argument("--task", required=True, metavar="TASK.yaml", help="target inputs: its test sources")
-    l_.add_argument("--examples", type=_checked(int, at_least(1)), default=32)
+    l_.add_argument("--examples", type=flag_type(int, at_least(1)), default=32)
     l_.add_argument("--out", help="also write the report as JSON here")
 
 

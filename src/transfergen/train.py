@@ -214,6 +214,16 @@ def _log_step(run: _Run, loss: float, norm: float, tps: float, bar: tqdm) -> Non
     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
 
 
+def _evaluate(run: _Run, val: list, cfg: TrainConfig, run_dir: Path, tokenizer: Any, hooks: Hooks,
+              info: DistInfo, device: torch.device, bar: tqdm) -> bool:
+    """Evaluate, log, print and track the best model; True when patience has run out."""
+    rec = _eval_and_log(run, val, cfg, info, device, hooks)
+    if info.is_main:
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "flops", "elapsed_s"))
+        bar.write(f"[transfergen] step {run.state['step']}: {shown}", file=sys.stderr)
+    return any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
+
+
 def _loop(run: _Run, batches: BatchSource, val: list, cfg: TrainConfig, run_dir: Path, tokenizer: Any,
           hooks: Hooks, info: DistInfo, device: torch.device, bar: tqdm) -> None:
     """Steps until max_steps, the time budget or early stopping; evaluations and checkpoints on the way."""
@@ -239,16 +249,10 @@ def _loop(run: _Run, batches: BatchSource, val: list, cfg: TrainConfig, run_dir:
         bar.update(1)
         out_of_time = cfg.max_minutes is not None and run.state["elapsed_s"] >= 60 * cfg.max_minutes
         stop = any_rank_true(out_of_time, info)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps or stop:
-            rec = _eval_and_log(run, val, cfg, info, device, hooks)
-            if info.is_main:
-                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items()
-                                  if k not in ("step", "tokens", "flops", "elapsed_s"))
-                bar.write(f"[transfergen] step {step}: {shown}", file=sys.stderr)
-            patience_out = any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
-            if patience_out and not stop:
-                stop = True
-                _say(info, f"early stop: no better {cfg.best_metric} for {cfg.patience} evaluations")
+        if (step % cfg.eval_every == 0 or step == cfg.max_steps or stop) and \
+                _evaluate(run, val, cfg, run_dir, tokenizer, hooks, info, device, bar) and not stop:
+            stop = True
+            _say(info, f"early stop: no better {cfg.best_metric} for {cfg.patience} evaluations")
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
             _save(run, run_dir, tokenizer, batches, cfg, info, hooks.export)
         if stop:
