@@ -76,10 +76,12 @@ def test_kill_during_a_checkpoint_write_keeps_the_last_and_resume_is_exact(corpu
     assert [p.name[:17] for p in (killed / "checkpoints").glob(".tmp-*")] == [".tmp-step-0000020"]
     assert (killed / "model.safetensors").read_bytes() == (last / "model.safetensors").read_bytes()
     load_model(killed)  # the run folder is a loadable model all along
+    (killed / "notes.tmp").write_text("the user's own file")
     capsys.readouterr()
     assert main(pretrain(corpus, killed, "--train.max_steps=30", "--resume")) == 0  # the kill freed the lock
     assert "removed what a killed run left: checkpoints/.tmp-step-0000020-" in capsys.readouterr().err
     assert not list((killed / "checkpoints").glob(".tmp-*"))
+    assert (killed / "notes.tmp").read_text() == "the user's own file"  # only our own temporaries go
     assert losses(killed) == losses(full) and sorted(losses(full)) == list(range(1, 31))
     assert [r["event"] for r in read_metrics(killed) if "event" in r] == ["setup"]  # no second setup record
 

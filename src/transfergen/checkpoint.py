@@ -40,8 +40,10 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 # Files that make up the HF-loadable model; everything else stays in checkpoints/.
 _EXPORT_SKIP = {STATE_FILE, TENSOR_STATE_FILE, TRAINING_WEIGHTS_FILE}
 # What a killed writer can leave in a run folder, relative to it: partial checkpoints, the
-# exported files' and RUN/best's temporaries, and every atomic write's `NAME.tmp`.
-TEMPORARIES = ("checkpoints/.tmp-step-*", "*.tmp")
+# tokenizer being saved, and the hidden `.NAME.tmp` of RUN/best, the exported model files and
+# every atomic write (io.write_text_atomic). Only names of our own: --out may be a folder of
+# the user's, whose files must never match.
+TEMPORARIES = ("checkpoints/.tmp-step-*", "tokenizer.tmp", ".*.tmp")
 
 
 def _fsync_dir(path: Path) -> None:

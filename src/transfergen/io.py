@@ -21,7 +21,7 @@ CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "p
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace `path` with `text` in one step: readers see the old file or the new, never half."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden, and matched by checkpoint.TEMPORARIES
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
