@@ -64,7 +64,7 @@ def test_build_structure_and_dtype(tok, corpus, tmp_path):
     assert tok.decode(train_docs[0]) in texts and tok.decode(val_docs[0]) in texts
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert meta["val_split"] == "by_document" and meta["dtype"] == "uint16"
-    assert sorted(os.listdir(tmp_path / "cache")) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(tmp_path / "cache")) == [".lock", "meta.json", "train.bin", "val.bin"]
     assert token_dtype(65535) == np.uint16 and token_dtype(65536) == np.uint32
 
 
@@ -92,7 +92,7 @@ def test_workers_match_in_process(tok, tmp_path, jieba):
     two = prepare_corpus(DataConfig(corpus=[str(p)], num_workers=2), tok, tmp_path / "w2")
     assert np.array_equal(one.train, two.train) and np.array_equal(one.val, two.val)
     assert one.n_val_docs == two.n_val_docs > 0
-    assert sorted(os.listdir(tmp_path / "w2")) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(tmp_path / "w2")) == [".lock", "meta.json", "train.bin", "val.bin"]
 
 
 def test_single_document_falls_back_to_token_tail(tok, tmp_path):

@@ -178,7 +178,7 @@ def test_load_errors_name_the_path(tmp_path):
 
 
 def test_train_errors():
-    with pytest.raises(UserError, match="at least 260"):
+    with pytest.raises(UserError, match="must be >= 260"):
         TextTokenizer.train(["abc"], vocab_size=100)
     with pytest.raises(UserError, match="no documents"):
         TextTokenizer.train([], vocab_size=300)

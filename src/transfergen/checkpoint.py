@@ -13,7 +13,9 @@ Layout of a run folder:
 A checkpoint is written into `checkpoints/.tmp-*` and renamed into place only when
 complete, so a kill at any moment leaves the previous one intact; the top-level
 copies are replaced file by file with `os.replace` (each file is old or new, never
-half-written). Loading never unpickles arbitrary objects: `weights_only=True`.
+half-written). A full disk removes the partial folder at once and stops with one line;
+what a kill leaves (`TEMPORARIES`) is removed at the next start. Loading never unpickles
+arbitrary objects: `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import UserError, write_problem
 
 STATE_FILE = "trainer_state.json"
 TENSOR_STATE_FILE = "training_state.pt"
@@ -37,6 +39,11 @@ TRAINING_WEIGHTS_FILE = "training_weights.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 # Files that make up the HF-loadable model; everything else stays in checkpoints/.
 _EXPORT_SKIP = {STATE_FILE, TENSOR_STATE_FILE, TRAINING_WEIGHTS_FILE}
+# What a killed writer can leave in a run folder, relative to it: partial checkpoints, the
+# tokenizer being saved, and the hidden `.NAME.tmp` of RUN/best, the exported model files and
+# every atomic write (io.write_text_atomic). Only names of our own: --out may be a folder of
+# the user's, whose files must never match.
+TEMPORARIES = ("checkpoints/.tmp-step-*", "tokenizer.tmp", ".*.tmp")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -65,6 +72,22 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The step a checkpoint folder (`step-0000200`) holds."""
+    m = _STEP_DIR.match(ckpt.name)
+    if m is None:
+        raise ValueError(f"not a checkpoint folder: {ckpt}")
+    return int(m.group(1))
+
+
+def _write_error(why: str, what: str, run_dir: Path) -> UserError:
+    """One line for a write that failed (disk full, quota, permissions), saying what is intact."""
+    last = latest_checkpoint(run_dir)
+    kept = f"the last complete checkpoint, {last.name}, is intact" if last else "no checkpoint was complete yet"
+    return UserError(f"could not write {what}: {why}; {kept}: free space, then continue with --resume",
+                     path=str(run_dir))
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer: Any,
                     optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
                     export: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
@@ -75,14 +98,42 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     """
     from .hub import save_model
 
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    root = run_dir / "checkpoints"
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(export(model) if export is not None else model, tmp)
-    if export is not None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_model(export(model) if export is not None else model, tmp)
+        _write_training_state(tmp, model, tokenizer, optimizer, state, export is not None)
+    except Exception as exc:  # noqa: BLE001 - torch/safetensors report a full disk as their own errors
+        why = write_problem(exc, root)
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back now; the previous checkpoint is untouched
+        raise _write_error(why, f"checkpoint {final.name}", run_dir) from None
+    _commit(tmp, final, run_dir)
+    _prune(root, keep)
+    return final
+
+
+def _commit(tmp: Path, final: Path, run_dir: Path) -> None:
+    """Rename a complete checkpoint into place, then refresh the run folder's model files from it."""
+    if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    try:
+        export_model_files(final, run_dir)
+    except OSError as exc:
+        raise _write_error(write_problem(exc, run_dir), f"the model files of {final.name} into the run folder",
+                           run_dir) from None
+
+
+def _write_training_state(tmp: Path, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,
+                          state: dict, raw_weights: bool) -> None:
+    """Everything of a checkpoint but the model: tokenizer, optimizer + RNG, trainer state; fsynced."""
+    if raw_weights:
         state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(_untie(state_dict), str(tmp / TRAINING_WEIGHTS_FILE))
     tokenizer.save(tmp)
@@ -93,13 +144,6 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    export_model_files(final, Path(run_dir))
-    _prune(root, keep)
-    return final
 
 
 def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any,
@@ -110,8 +154,13 @@ def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any,
     run_dir = Path(run_dir)
     best, tmp, old = run_dir / "best", run_dir / ".best.tmp", run_dir / ".best.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(export(model) if export is not None else model, tmp)
-    tokenizer.save(tmp)
+    try:
+        save_model(export(model) if export is not None else model, tmp)
+        tokenizer.save(tmp)
+    except Exception as exc:  # noqa: BLE001 - as in save_checkpoint
+        why = write_problem(exc, run_dir)
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous best stays as it was
+        raise _write_error(why, "the best model (best/)", run_dir) from None
     if best.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(best, old)  # a kill here leaves .best.old, which recover_best() restores
@@ -121,10 +170,11 @@ def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any,
 
 
 def recover_best(run_dir: str | Path) -> None:
-    """Undo a best-model swap that a kill interrupted."""
+    """Undo a best-model swap that a kill interrupted (or drop its leftover once it completed)."""
     run_dir = Path(run_dir)
     if not (run_dir / "best").exists() and (run_dir / ".best.old").exists():
         os.replace(run_dir / ".best.old", run_dir / "best")
+    shutil.rmtree(run_dir / ".best.old", ignore_errors=True)
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
-User errors print one line (`transfergen: error: FILE:LINE: problem`) and exit 2.
+User errors (a bad flag or value, a bad file, a filesystem fault such as a full disk)
+print one line (`transfergen: error: FILE:LINE: problem`) and exit 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_USER_ERROR, UserError
+from .checks import above, at_least, flag_type, within
+from .errors import EXIT_USER_ERROR, UserError, os_error_line
 from .metrics.cli import add_score_parser
 
 # The RunConfig sections pretraining reads; any other section set there would do nothing.
 PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are the project's one line (`main` prints them), not usage + error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.partition(" ")[2]  # "transfergen generate" -> "generate"
+        raise UserError(f"{command}: {message}" if command else message)
 
 
 def _keys_help(cls: type, sections: tuple[str, ...] | None = None,
@@ -77,19 +87,23 @@ def _generate_parser(sub) -> None:
     p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
     p.add_argument("--prompts-file", "--prompts_file", dest="prompts_file", metavar="FILE",
                    help="UTF-8 file with one prompt a line (after any --prompt)")
-    p.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=100, dest="max_new_tokens")
+    # Each value is range-checked even where it would be ignored (a sampling flag with --greedy):
+    # a typo must not decode silently in another way.
+    p.add_argument("--max-new-tokens", "--max_new_tokens", type=flag_type(int, at_least(1)), default=100,
+                   dest="max_new_tokens")
     p.add_argument("--greedy", action="store_true", help="argmax decoding (same as --temperature 0)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", "--top_k", type=int, default=50, dest="top_k", help="0 = off")
-    p.add_argument("--top-p", "--top_p", type=float, default=1.0, dest="top_p", help="1 = off")
-    p.add_argument("--num-beams", "--num_beams", type=int, default=1, dest="num_beams")
+    p.add_argument("--temperature", type=flag_type(float, at_least(0)), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", "--top_k", type=flag_type(int, at_least(0)), default=50, dest="top_k", help="0 = off")
+    p.add_argument("--top-p", "--top_p", type=flag_type(float, within(0, 1, low_open=True)), default=1.0,
+                   dest="top_p", help="1 = off")
+    p.add_argument("--num-beams", "--num_beams", type=flag_type(int, at_least(1)), default=1, dest="num_beams")
     p.add_argument("--length-penalty", "--length_penalty", type=float, default=1.0, dest="length_penalty")
-    p.add_argument("--repetition-penalty", "--repetition_penalty", type=float, default=1.0,
-                   dest="repetition_penalty")
-    p.add_argument("--no-repeat-ngram-size", "--no_repeat_ngram_size", type=int, default=0,
-                   dest="no_repeat_ngram_size")
-    p.add_argument("--batch-size", "--batch_size", type=int, default=32, dest="batch_size")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--repetition-penalty", "--repetition_penalty", type=flag_type(float, above(0)), default=1.0,
+                   dest="repetition_penalty", help="1 = off")
+    p.add_argument("--no-repeat-ngram-size", "--no_repeat_ngram_size", type=flag_type(int, at_least(0)), default=0,
+                   dest="no_repeat_ngram_size", help="0 = off")
+    p.add_argument("--batch-size", "--batch_size", type=flag_type(int, at_least(1)), default=32, dest="batch_size")
+    p.add_argument("--seed", type=flag_type(int, at_least(0)), default=None)
 
 
 def _evaluate_parser(sub) -> None:
@@ -104,7 +118,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--task", required=True, metavar="TASK.yaml")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--out", required=True)
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    p.add_argument("--limit", type=flag_type(int, at_least(1)), default=None, help="score only the first N examples")
     p.add_argument("--text", nargs="+", metavar="FILE", help="also report perplexity on these text files")
 
 
@@ -149,13 +163,12 @@ def _analyze_parser(sub) -> None:
     l_.add_argument("--pretrained", required=True)
     l_.add_argument("--finetuned", required=True)
     l_.add_argument("--task", required=True, metavar="TASK.yaml", help="target inputs: its test sources")
-    l_.add_argument("--examples", type=int, default=32)
+    l_.add_argument("--examples", type=flag_type(int, at_least(1)), default=32)
     l_.add_argument("--out", help="also write the report as JSON here")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transfergen", description=__doc__.splitlines()[0],
-                                     allow_abbrev=False)
+    parser = _Parser(prog="transfergen", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(sub)
@@ -302,7 +315,7 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     from .study import load_study, run_study
 
     cfg = load_study(args.study, parse_overrides(rest))
-    failed = [] if args.report_only else run_study(cfg, args.out)
+    failed = [] if args.report_only else run_study(cfg, args.out, source=args.study)
     rep = write_report(cfg, args.out, failed)
     print("\n" + "\n".join(summary_lines(rep)))
     print(f"\nreport: {rep['html']} (and {rep['md']})")
@@ -351,12 +364,14 @@ COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _c
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `transfergen` console script."""
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
     try:
+        args, rest = build_parser().parse_known_args(argv)
         return COMMANDS[args.command](args, rest)
     except UserError as exc:
         print(f"transfergen: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a filesystem fault the command did not foresee (disk full, permissions)
+        print(f"transfergen: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("transfergen: interrupted (the last complete checkpoint is intact)", file=sys.stderr)

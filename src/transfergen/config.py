@@ -2,8 +2,9 @@
 
 The dataclasses below are the single source of truth: `configs/*.yaml` hold the same
 keys, and every field can be overridden on the command line as `--train.lr=3e-4`.
-Unknown keys and values of the wrong type fail with a one-line `ConfigError` that
-names the key, before any work starts.
+Unknown keys, values of the wrong type and values out of their field's range (`check=`,
+see `checks.py`) fail with a one-line `ConfigError` that names the key, before any work
+starts.
 """
 
 from __future__ import annotations
@@ -18,17 +19,23 @@ from typing import Any, Union
 
 import yaml
 
+from .checks import above, at_least, check_field, describe, nonempty, within
 from .errors import ConfigError
+from .io import write_text_atomic
 
 
 def opt(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None,
-        strategy: str | None = None) -> Any:
-    """A config field carrying its one-line help (`--help` lists it) and, for strategy
-    options, the strategy that owns it."""
-    meta = {"help": doc, **({"strategy": strategy} if strategy else {})}
+        strategy: str | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
+    """A config field carrying its one-line help (`--help` lists it), its range check
+    (`checks.py`) and, for strategy options, the strategy that owns it."""
+    meta = {"help": doc, **({"strategy": strategy} if strategy else {}), **({"check": check} if check else {})}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+# run_config.yaml's list of starts and resumes (`resume.py`); not a setting.
+HISTORY_KEY = "history"
 
 
 @dataclass
@@ -37,15 +44,17 @@ class ModelConfig:
 
     preset: str = opt("small", "tiny (~1M) | small (~5M) | base (~25M) non-embedding parameters")
     like: str | None = opt(None, "copy the shape of this model folder (scratch baselines)")
-    n_layer: int | None = opt(None, "decoder blocks")
-    d_model: int | None = opt(None, "residual stream width")
-    n_head: int | None = opt(None, "query heads (d_model / n_head must be even, for RoPE)")
-    n_kv_head: int | None = opt(None, "key/value heads; fewer than n_head gives grouped-query attention")
-    d_ff: int | None = opt(None, "SwiGLU hidden width")
-    max_seq_len: int | None = opt(None, "longest sequence (RoPE table size)")
-    rope_theta: float = opt(10000.0, "RoPE base")
-    norm_eps: float = opt(1e-5, "RMSNorm epsilon")
-    init_std: float = opt(0.02, "std of the normal init (output projections scaled by 1/sqrt(2 n_layer))")
+    n_layer: int | None = opt(None, "decoder blocks", check=at_least(1))
+    d_model: int | None = opt(None, "residual stream width", check=at_least(1))
+    n_head: int | None = opt(None, "query heads (d_model / n_head must be even, for RoPE)", check=at_least(1))
+    n_kv_head: int | None = opt(None, "key/value heads; fewer than n_head gives grouped-query attention",
+                                check=at_least(1))
+    d_ff: int | None = opt(None, "SwiGLU hidden width", check=at_least(1))
+    max_seq_len: int | None = opt(None, "longest sequence (RoPE table size)", check=at_least(1))
+    rope_theta: float = opt(10000.0, "RoPE base", check=above(0))
+    norm_eps: float = opt(1e-5, "RMSNorm epsilon", check=above(0))
+    init_std: float = opt(0.02, "std of the normal init (output projections scaled by 1/sqrt(2 n_layer))",
+                          check=above(0))
 
 
 @dataclass
@@ -54,9 +63,10 @@ class TokenizerConfig:
 
     path: str | None = opt(None, "a local HF tokenizer/checkpoint folder; null trains one")
     vocab_size: int = opt(8192, "BPE vocabulary size, special tokens included")
-    min_frequency: int = opt(2, "a merge needs a pair seen at least this often")
+    min_frequency: int = opt(2, "a merge needs a pair seen at least this often", check=at_least(1))
     jieba: bool = opt(False, "pre-segment Chinese with jieba so merges respect word boundaries")
-    max_train_docs: int = opt(200_000, "documents the BPE learns from (statistics converge long before)")
+    max_train_docs: int = opt(200_000, "documents the BPE learns from (statistics converge long before)",
+                              check=at_least(1))
 
 
 @dataclass
@@ -67,41 +77,41 @@ class DataConfig:
     format: str = opt("auto", "auto (by file extension) | text | jsonl")
     text_field: str = opt("text", "the JSONL field holding the document")
     doc_sep: str = opt("line", "line: a document per line | blank: blank-line separated")
-    val_fraction: float = opt(0.02, "documents held out for validation")
+    val_fraction: float = opt(0.02, "documents held out for validation", check=within(0, 1, high_open=True))
     cache_dir: str | None = opt(None, "token cache folder; null: <out>/data")
-    num_workers: int = opt(2, "tokenizer processes")
+    num_workers: int = opt(2, "tokenizer processes (1: in this process)", check=at_least(1))
 
 
 @dataclass
 class TrainConfig:
     """The one training loop's knobs (pretraining, fine-tuning and scratch baselines)."""
 
-    max_steps: int = opt(1000, "optimizer updates (the budget; the schedule spans it)")
-    max_minutes: float | None = opt(None, "also stop (and checkpoint) once this wall time is spent")
-    batch_size: int = opt(16, "sequences per micro-batch (per rank)")
-    seq_len: int = opt(256, "pretraining block length in tokens")
-    grad_accum: int = opt(1, "micro-batches per update")
-    lr: float = opt(1e-3, "peak learning rate (each group's base; strategies scale it)")
-    weight_decay: float = opt(0.1, "AdamW decay on matrices (norm gains are exempt)")
-    beta1: float = opt(0.9, "AdamW beta1")
-    beta2: float = opt(0.95, "AdamW beta2")
+    max_steps: int = opt(1000, "optimizer updates (the budget; the schedule spans it)", check=at_least(1))
+    max_minutes: float | None = opt(None, "also stop (and checkpoint) once this wall time is spent", check=above(0))
+    batch_size: int = opt(16, "sequences per micro-batch (per rank)", check=at_least(1))
+    seq_len: int = opt(256, "pretraining block length in tokens", check=at_least(1))
+    grad_accum: int = opt(1, "micro-batches per update", check=at_least(1))
+    lr: float = opt(1e-3, "peak learning rate (each group's base; strategies scale it)", check=above(0))
+    weight_decay: float = opt(0.1, "AdamW decay on matrices (norm gains are exempt)", check=at_least(0))
+    beta1: float = opt(0.9, "AdamW beta1", check=within(0, 1, high_open=True))
+    beta2: float = opt(0.95, "AdamW beta2", check=within(0, 1, high_open=True))
     schedule: str = opt("exponential", "exponential | cosine | constant, after the warmup")
-    warmup_steps: int = opt(50, "linear warmup updates")
-    min_lr_ratio: float = opt(0.1, "the schedule's multiplier at max_steps")
-    grad_clip: float | None = opt(1.0, "global-norm clipping; null disables")
+    warmup_steps: int = opt(50, "linear warmup updates", check=at_least(0))
+    min_lr_ratio: float = opt(0.1, "the schedule's multiplier at max_steps", check=within(0, 1))
+    grad_clip: float | None = opt(1.0, "global-norm clipping; null disables", check=above(0))
     dtype: str = opt("auto", "auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16 (CUDA)")
     device: str = opt("auto", "auto | cpu | cuda")
-    seed: int = opt(1337, "initialisation and data-order seed")
-    log_every: int = opt(10, "steps between loss records")
-    eval_every: int = opt(100, "steps between validation evaluations")
-    eval_batches: int = opt(8, "validation batches per evaluation")
+    seed: int = opt(1337, "initialisation and data-order seed", check=at_least(0))
+    log_every: int = opt(10, "steps between loss records", check=at_least(1))
+    eval_every: int = opt(100, "steps between validation evaluations", check=at_least(1))
+    eval_batches: int = opt(8, "validation batches per evaluation", check=at_least(1))
     eval_at_start: bool = opt(False, "also evaluate before the first step (curves start at step 0)")
-    save_every: int = opt(200, "steps between checkpoints")
-    keep_checkpoints: int = opt(2, "complete checkpoints kept")
-    threads: int | None = opt(None, "torch intra-op threads; null keeps torch's default")
-    max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs")
+    save_every: int = opt(200, "steps between checkpoints", check=at_least(1))
+    keep_checkpoints: int = opt(2, "complete checkpoints kept", check=at_least(1))
+    threads: int | None = opt(None, "torch intra-op threads; null keeps torch's default", check=at_least(1))
+    max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs", check=at_least(1))
     best_metric: str | None = opt(None, "keep RUN/best/ by this evaluation number (val_loss, bleu, ...)")
-    patience: int = opt(0, "stop after this many evaluations without a new best (0: never)")
+    patience: int = opt(0, "stop after this many evaluations without a new best (0: never)", check=at_least(0))
 
 
 @dataclass
@@ -119,12 +129,12 @@ class TaskConfig:
     source_lang: str = opt("en", "source language code")
     target_lang: str = opt("en", "target language code (picks the metrics' tokenisation)")
     prompt: str = opt("{source}", "the text before the separator; {source} is the input")
-    metrics: list[str] = opt(doc="bleu, chrf, rouge, cider", factory=lambda: ["bleu"])
-    val_size: int = opt(500, "held out from train when the data has no val split")
-    test_size: int = opt(1000, "held out when the data has no test split")
-    split_seed: int = opt(0, "seed of those splits and of train.max_examples")
-    max_source_tokens: int = opt(192, "longer prompts are cut from the end (counted in the log)")
-    max_target_tokens: int = opt(64, "longer targets are cut from the end, eos kept (counted)")
+    metrics: list[str] = opt(doc="bleu, chrf, rouge, cider", factory=lambda: ["bleu"], check=nonempty)
+    val_size: int = opt(500, "held out from train when the data has no val split", check=at_least(0))
+    test_size: int = opt(1000, "held out when the data has no test split", check=at_least(0))
+    split_seed: int = opt(0, "seed of those splits and of train.max_examples", check=at_least(0))
+    max_source_tokens: int = opt(192, "longer prompts are cut from the end (counted in the log)", check=at_least(1))
+    max_target_tokens: int = opt(64, "longer targets are cut from the end, eos kept (counted)", check=at_least(2))
     loss_on: str = opt("target", "target | all: which tokens the loss covers")
 
 
@@ -136,18 +146,21 @@ class StrategyConfig:
 
     name: str = opt("full", "full | freeze | gradual | discriminative | reinit | lora | l2sp, joined by '+'")
     freeze_embeddings: bool = opt(False, "freeze the input embedding (and the tied head)", strategy="freeze")
-    freeze_bottom: int = opt(0, "freeze the bottom k blocks", strategy="freeze")
-    train_top: int | None = opt(None, "freeze all but the top k blocks, final norm and head", strategy="freeze")
-    unfreeze_every: int = opt(100, "one more block from the top every K steps", strategy="gradual")
-    lr_decay: float = opt(0.8, "block lr x decay**(distance from the top)", strategy="discriminative")
-    reinit_top: int = opt(1, "re-initialise the top k blocks", strategy="reinit")
-    lora_rank: int = opt(8, "adapter rank", strategy="lora")
-    lora_alpha: float = opt(16.0, "adapter scale alpha / rank", strategy="lora")
-    lora_dropout: float = opt(0.0, "dropout on the adapter input", strategy="lora")
+    freeze_bottom: int = opt(0, "freeze the bottom k blocks", strategy="freeze", check=at_least(0))
+    train_top: int | None = opt(None, "freeze all but the top k blocks, final norm and head", strategy="freeze",
+                                check=at_least(0))
+    unfreeze_every: int = opt(100, "one more block from the top every K steps", strategy="gradual", check=at_least(1))
+    lr_decay: float = opt(0.8, "block lr x decay**(distance from the top)", strategy="discriminative",
+                          check=within(0, 1, low_open=True))
+    reinit_top: int = opt(1, "re-initialise the top k blocks", strategy="reinit", check=at_least(1))
+    lora_rank: int = opt(8, "adapter rank", strategy="lora", check=at_least(1))
+    lora_alpha: float = opt(16.0, "adapter scale alpha / rank", strategy="lora", check=above(0))
+    lora_dropout: float = opt(0.0, "dropout on the adapter input", strategy="lora", check=within(0, 1, high_open=True))
     lora_targets: list[str] = opt(doc="linear modules (name suffixes) that get adapters", strategy="lora",
-                                  factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lora_lr: float | None = opt(None, "the adapters' lr; null: train.lr", strategy="lora")
-    l2sp_alpha: float = opt(0.01, "strength of the pull towards the pretrained weights", strategy="l2sp")
+                                  factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], check=nonempty)
+    lora_lr: float | None = opt(None, "the adapters' lr; null: train.lr", strategy="lora", check=above(0))
+    l2sp_alpha: float = opt(0.01, "strength of the pull towards the pretrained weights", strategy="l2sp",
+                            check=above(0))
 
     def __post_init__(self) -> None:
         """An option of a strategy that `name` does not select would do nothing: refuse it."""
@@ -164,7 +177,7 @@ class VocabConfig:
     """Adjusting the input/output layers when the target needs tokens the model lacks."""
 
     extend_from: list[str] = opt(doc="target-side corpus files the new tokens are learned from", factory=list)
-    add: int = opt(0, "how many new tokens to learn and add (0: none)")
+    add: int = opt(0, "how many new tokens to learn and add (0: none)", check=at_least(0))
 
 
 @dataclass
@@ -172,13 +185,13 @@ class EvalConfig:
     """Generation-based evaluation: during fine-tuning and in `transfergen evaluate`."""
 
     generate: bool = opt(False, "fine-tuning: also decode + score the val subset at each evaluation")
-    examples: int = opt(200, "the fixed validation subset decoded during training")
-    num_beams: int = opt(1, "1: greedy; more: beam search")
-    max_new_tokens: int = opt(64, "longest generated target")
+    examples: int = opt(200, "the fixed validation subset decoded during training", check=at_least(1))
+    num_beams: int = opt(1, "1: greedy; more: beam search", check=at_least(1))
+    max_new_tokens: int = opt(64, "longest generated target", check=at_least(1))
     length_penalty: float = opt(1.0, "beam score = log-prob / length**penalty")
-    no_repeat_ngram_size: int = opt(0, "never repeat an n-gram of this size (0: off)")
-    repetition_penalty: float = opt(1.0, "CTRL penalty on tokens already seen (1: off)")
-    batch_size: int = opt(32, "prompts decoded at once")
+    no_repeat_ngram_size: int = opt(0, "never repeat an n-gram of this size (0: off)", check=at_least(0))
+    repetition_penalty: float = opt(1.0, "CTRL penalty on tokens already seen (1: off)", check=above(0))
+    batch_size: int = opt(32, "prompts decoded at once", check=at_least(1))
 
 
 @dataclass
@@ -263,14 +276,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys."""
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and values out of range."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
-        if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(names))})")
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(fields))})")
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
@@ -278,6 +291,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             kwargs[key] = from_dict(tp, value or {}, prefix=f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, tp, prefix + key)
+            check_field(fields[key], kwargs[key], prefix + key)
     return cls(**kwargs)
 
 
@@ -349,7 +363,10 @@ def build_config(cls: type = RunConfig, files: list[str] | None = None,
     """Defaults <- YAML files (in order) <- overrides, validated into `cls`."""
     data: dict[str, Any] = {}
     for path in files or []:
-        data = merge(data, load_yaml(path))
+        loaded = load_yaml(path)
+        if cls is RunConfig:  # a run's run_config.yaml is a config file too; its history is a record
+            loaded.pop(HISTORY_KEY, None)
+        data = merge(data, loaded)
     data = merge(data, overrides or {})
     return from_dict(cls, data)
 
@@ -369,7 +386,7 @@ def flag_help(cls: type, sections: Sequence[str] | None = None, prefix: str = ""
         if dataclasses.is_dataclass(hints[f.name]):
             rows += flag_help(hints[f.name], None, f"{prefix}{f.name}.")
             continue
-        owner, doc = f.metadata.get("strategy"), f.metadata.get("help", "")
+        owner, doc = f.metadata.get("strategy"), f.metadata.get("help", "") + describe(f.metadata.get("check"))
         rows.append(f"  --{prefix}{f.name}={_flag_value(_default(f))}".ljust(40) + "  "
                     + (f"[{owner}] {doc}" if owner else doc))
     return rows
@@ -389,6 +406,8 @@ def check_sections(cfg: Any, used: Sequence[str], command: str) -> None:
             raise ConfigError(f"config key '{key}' is set, but {command} does not use {f.name}")
 
 
-def save_yaml(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config next to the run, so every run is reproducible."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+def save_yaml(cfg: Any, path: str | Path, **extra: Any) -> None:
+    """Write the resolved config (and `extra` top-level keys) atomically: a full disk or a
+    kill leaves the previous file, never half of one."""
+    text = yaml.safe_dump({**to_dict(cfg), **extra}, sort_keys=False, allow_unicode=True)
+    write_text_atomic(path, text)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -41,14 +43,33 @@ def init_distributed(device: torch.device) -> DistInfo:
     return info
 
 
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`train.device` -> this rank's device; ConfigError for a device unknown here or absent
+    from this machine (checked before any work, so `cuda` on a CPU box fails at once)."""
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"config key 'train.device': unknown device '{name}' (expected auto, cpu, cuda or cuda:N)")
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    n = int(index) if index else local_rank
+    if n >= count:
+        raise ConfigError(f"config key 'train.device': '{name}' asks for CUDA device {n}, but this machine "
+                          f"has {count} (use cpu or auto)")
+    return torch.device("cuda", n)
+
+
 def pick_device(name: str, info_local_rank: int = 0) -> torch.device:
-    """`auto` takes this rank's GPU when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        torch.cuda.set_device(info_local_rank)
-        return torch.device("cuda", info_local_rank)
-    return torch.device(name)
+    """`auto` takes this rank's GPU when there is one, else the CPU; makes it current."""
+    device = resolve_device(name, info_local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def barrier(info: DistInfo) -> None:

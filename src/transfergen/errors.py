@@ -7,6 +7,9 @@ traceback; library callers get an ordinary exception they can catch.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line."""
@@ -25,3 +28,25 @@ class ConfigError(UserError):
 
 
 EXIT_USER_ERROR = 2  # the exit status of every one-line user error
+
+
+def write_problem(exc: BaseException, folder: str | Path) -> str:
+    """Why writing into `folder` failed, in a few words. Call it before removing the partial
+    output: torch and safetensors report a full disk as their own errors (torch.save: "unexpected
+    pos 576 vs 534"), so a nearly full filesystem is named as such."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    if full or "No space left" in text:
+        return "No space left on device"
+    return f"{type(exc).__name__}: {text}"
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError that reached the command line, as one line: the file and the system's reason."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason

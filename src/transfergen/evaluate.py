@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .checks import check_values
 from .config import EvalConfig, TaskConfig
 from .data.seq2seq import prompt_ids, task_val_batches
-from .data.tasks import Example, load_task
+from .data.readers import check_sources
+from .data.tasks import Example, check_task_config, load_task
 from .errors import UserError
+from .folders import ensure_out_dir
 from .generate import GenerationConfig, generate
 from .io import write_json_atomic, write_text_atomic
 from .metrics import compute, flatten
@@ -94,13 +96,27 @@ def eval_hook(tok: TextTokenizer, task: TaskConfig, examples: list[Example],
     return evaluate
 
 
-def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: EvalConfig,
-                 limit: int | None = None, text: list[str] | None = None) -> dict:
-    """Decode and score `split` of `task` with the model at `model_dir`; write the results."""
-    from .hub import load_model
-
+def _check_request(task: TaskConfig, split: str, ecfg: EvalConfig, limit: int | None,
+                   text: list[str] | None) -> None:
+    """What `run_evaluate` is asked for, checked before any work (library callers included)."""
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1 (the number of examples scored), got {limit}")
+    check_values(ecfg, "eval.")
+    check_task_config(task)
+    check_sources(text or [])
+
+
+def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: EvalConfig,
+                 limit: int | None = None, text: list[str] | None = None) -> dict:
+    """Decode and score `split` of `task` with the model at `model_dir`; write the results.
+    Everything that can be checked is, before the model loads: a bad value, a missing text
+    file, an output folder that is a file or cannot be written."""
+    from .hub import load_model
+
+    _check_request(task, split, ecfg, limit, text)
+    out_dir = ensure_out_dir(out)
     model, tok = load_model(model_dir), TextTokenizer.load(model_dir)
     examples = getattr(load_task(task), split)[:limit]
     hyps = predict(model, tok, task, examples, generation_config(ecfg))
@@ -111,8 +127,6 @@ def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: E
               "decoding": dataclasses.asdict(generation_config(ecfg))}
     if text:
         result["text_perplexity"] = text_perplexity(model, tok, text, min(256, model.max_seq_len or 256))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps({"source": ex.source, "hypothesis": h, "references": ex.references}, ensure_ascii=False)
             for ex, h in zip(examples, hyps, strict=True)]
     write_text_atomic(out_dir / "predictions.jsonl", "\n".join(rows) + "\n")

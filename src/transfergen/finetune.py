@@ -23,10 +23,10 @@ from .config import RunConfig
 from .data.readers import iter_documents
 from .data.seq2seq import TaskBatches, task_val_batches
 from .data.tasks import Example, TaskData, load_task
-from .errors import UserError
 from .hub import load_model
 from .session import Session, build_initial_model, check_length, resolve_tokenizer, session
-from .strategies import apply_strategy, strategy_entries
+from .preflight import check_run
+from .strategies import apply_strategy
 from .tokenizer import TextTokenizer
 from .train import train
 
@@ -35,8 +35,6 @@ def subset(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     """A fixed, seeded subset of n examples (the same for every arm and training seed)."""
     if n is None or n >= len(examples):
         return examples
-    if n < 1:
-        raise UserError(f"config key 'train.max_examples' must be positive, got {n}")
     idx = sorted(random.Random(seed).sample(range(len(examples)), n))
     return [examples[i] for i in idx]
 
@@ -52,8 +50,6 @@ def _extend_vocab(cfg: RunConfig, tok: TextTokenizer, model: torch.nn.Module, s:
 
     if cfg.vocab.add <= 0:
         return tok, model
-    if not cfg.vocab.extend_from:
-        raise UserError("config key 'vocab.extend_from' is empty but vocab.add > 0: name target-side files")
     docs = list(iter_documents(cfg.vocab.extend_from, cfg.data.format, cfg.data.text_field, cfg.data.doc_sep))
     tok, model, report = extend_vocabulary(tok, model, docs, cfg.vocab.add)
     if s.info.is_main:
@@ -83,11 +79,9 @@ def _log_setup(s: Session, summary: dict, batches: TaskBatches, data: TaskData) 
 
 def run_finetune(cfg: RunConfig) -> dict:
     """Fine-tune `cfg.init` (or train from scratch) on `cfg.task`; returns the trainer state."""
-    if not cfg.task.path:
-        raise UserError("no task given: pass --task TASK.yaml")
-    strategy_entries(cfg.strategy.name)  # an unknown strategy fails before the data loads
-    data = load_task(cfg.task)
-    with session(cfg) as s:
+    check_run(cfg, "finetune")  # every value, name, file and folder, before any work
+    with session(cfg) as s:  # the run folder is locked, and a resume's drift refused, before the data loads
+        data = load_task(cfg.task)
         tok = resolve_tokenizer(cfg, s.run_dir, s.info, docs=_task_texts(data))
         model = build_initial_model(cfg, tok)
         # [bos] prompt [sep] target(+eos): the longest sequence the encoder can produce

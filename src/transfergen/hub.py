@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .io import refuse_custom_code
 from .model import HFCausalLM, ModelShape, TransferGenLM, build_model, unwrap
 
 
@@ -169,6 +170,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Mo
         raise UserError("model folder not found", path=str(folder))
     if not (folder / "config.json").is_file():
         raise UserError("no config.json in model folder", path=str(folder))
+    refuse_custom_code(folder)
     shape = _llama_shape(_read_json(folder / "config.json"))
     state = _read_safetensors(folder) if shape is not None else None
     if shape is not None and state is not None:
@@ -176,7 +178,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Mo
     from transformers import AutoModelForCausalLM
 
     try:
-        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - unknown architecture, missing/corrupt weights, ...
         raise UserError(f"cannot load model: {_first_line(exc)}", path=str(folder)) from None
     return HFCausalLM(hf.to(dtype)).eval()
@@ -190,6 +192,7 @@ def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise UserError("model.like: no config.json in model folder", path=str(folder))
+    refuse_custom_code(folder)
     shape = _llama_shape(_read_json(folder / "config.json"))
     if shape is not None:
         return build_model(shape, seed=seed)
@@ -198,8 +201,8 @@ def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        return HFCausalLM(AutoModelForCausalLM.from_config(config))
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        return HFCausalLM(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
     except Exception as exc:  # noqa: BLE001 - unknown architecture, bad config
         raise UserError(f"model.like: cannot build the architecture: {_first_line(exc)}",
                         path=str(folder)) from None

@@ -1,4 +1,5 @@
-"""Small file I/O shared by the loop, evaluation and studies: atomic text, metrics.jsonl.
+"""Small file I/O shared by the loop, evaluation and studies: atomic text, metrics.jsonl,
+and the refusal of model folders that ask to run their own code.
 
 No torch at import time: the study report reads these files without loading a model.
 """
@@ -10,13 +11,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 METRICS_FILE = "metrics.jsonl"
+# The files in which a Hugging Face folder can map a class to Python code it ships (`auto_map`).
+CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace `path` with `text` in one step: readers see the old file or the new, never half."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden, and matched by checkpoint.TEMPORARIES
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -26,9 +31,39 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
+def refuse_custom_code(folder: str | Path) -> None:
+    """transformers would import Python files shipped in a model folder whose config maps a class
+    to them (`auto_map`), after asking on stdin; transfergen never runs such code. One line,
+    before anything of the folder is loaded (`trust_remote_code=False` is passed as well)."""
+    for name in CODE_MAPS:
+        path = Path(folder) / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # unreadable: the loader reports it, naming the file
+        if isinstance(data, dict) and data.get("auto_map"):
+            classes = ", ".join(sorted(data["auto_map"])) if isinstance(data["auto_map"], dict) else "?"
+            raise UserError(f"the folder asks to run its own Python code (auto_map: {classes}); transfergen "
+                            "never runs code from a model folder", path=str(path))
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON value in `path` (UTF-8)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _records(text: str) -> list[dict]:
+    """The records of a metrics.jsonl text. A kill in the middle of an append can leave the last
+    line torn; that record was never complete, so it is dropped (a torn line elsewhere is an error)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return out
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -36,7 +71,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return _records(path.read_text(encoding="utf-8"))
 
 
 class MetricsLog:
@@ -62,9 +97,8 @@ class MetricsLog:
         """On resume, drop records past the checkpoint so curves have no duplicate steps."""
         if not self.path.exists():
             return
-        keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        write_text_atomic(self.path, "".join(k + "\n" for k in keep))
+        keep = [rec for rec in _records(self.path.read_text(encoding="utf-8")) if rec.get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(json.dumps(rec) + "\n" for rec in keep))
 
     def write(self, record: dict) -> None:
         """Append one record (a JSON line); numbers also go to TensorBoard."""

@@ -20,6 +20,7 @@ from .data.readers import iter_documents
 from .distributed import DistInfo, barrier
 from .errors import UserError
 from .hub import load_model
+from .preflight import check_run
 from .session import build_initial_model, check_length, resolve_tokenizer, session
 from .train import train
 
@@ -54,8 +55,7 @@ def corpus_docs(cfg: RunConfig) -> Iterator[str]:
 
 def run_pretrain(cfg: RunConfig) -> dict:
     """Pretrain per `cfg`; returns the final trainer state. Works under torchrun."""
-    if not cfg.data.corpus:
-        raise UserError("no corpus given: pass --corpus FILE [FILE ...] or set data.corpus")
+    check_run(cfg, "pretrain")  # every value, name, file and folder, before any work
     with session(cfg) as s:
         tok = resolve_tokenizer(cfg, s.run_dir, s.info, docs=lambda: corpus_docs(cfg))
         cache = Path(cfg.data.cache_dir or s.run_dir / "data")

@@ -1,9 +1,11 @@
 """What every training command does around the loop: device, ranks, threads, run folder,
 and the tokenizer and initial model.
 
-Pretraining and fine-tuning share this so that both refuse to overwrite a finished
-run, record their resolved config, and behave identically under torchrun; a fine-tuning
-run's tokenizer and initial weights come about exactly as a pretraining run's do.
+Pretraining and fine-tuning share this so that both refuse to overwrite a finished run,
+hold the run folder's lock while they write it, clean what a killed run left, record
+their resolved config (refusing a resume that would change the trajectory) and behave
+identically under torchrun; a fine-tuning run's tokenizer and initial weights come about
+exactly as a pretraining run's do.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import latest_checkpoint
-from .config import RunConfig, save_yaml
+from .checkpoint import TEMPORARIES, checkpoint_step, latest_checkpoint
+from .config import RunConfig
 from .distributed import DistInfo, barrier, init_distributed, pick_device, shutdown
 from .errors import UserError
+from .folders import FolderLock, ensure_out_dir, remove_stale
+from .resume import record_resume, record_start
 from .hub import build_like, load_model
 from .model import build_model, resolve_shape
 from .precision import emulated_warning, resolve_dtype
@@ -71,19 +75,37 @@ def _resolve_dtype(name: str, device: torch.device) -> str:
 
 
 @contextlib.contextmanager
+def _run_folder(cfg: RunConfig, info: DistInfo) -> Iterator[Path]:
+    """Rank 0 owns the run folder for the whole run: writable, locked, cleaned of what a killed
+    run left, its config recorded (a resume's drift refused). Other ranks only read it."""
+    if not info.is_main:
+        yield check_run_dir(cfg)
+        return
+    run_dir = ensure_out_dir(cfg.out)
+    with FolderLock(run_dir, "run"):
+        stale = remove_stale(run_dir, TEMPORARIES)
+        if stale:
+            print(f"[transfergen] removed what a killed run left: {', '.join(stale)}", file=sys.stderr, flush=True)
+        check_run_dir(cfg)
+        last = latest_checkpoint(run_dir) if cfg.resume else None
+        if last is None:
+            record_start(cfg, run_dir)
+        else:
+            record_resume(cfg, run_dir, checkpoint_step(last))
+        yield run_dir
+
+
+@contextlib.contextmanager
 def session(cfg: RunConfig) -> Iterator[Session]:
-    """Join the ranks, check and create the run folder, save the resolved config."""
+    """Join the ranks, check, lock and record the run folder; release it on any exit."""
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     cfg.train.dtype = _resolve_dtype(cfg.train.dtype, device)  # before any work; recorded resolved
     info = init_distributed(device)
     try:
         _set_threads(cfg, info, device)
-        run_dir = check_run_dir(cfg)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(cfg, run_dir / "run_config.yaml")
-        barrier(info)
-        yield Session(cfg, info, device, run_dir)
+        with _run_folder(cfg, info) as run_dir:
+            barrier(info)
+            yield Session(cfg, info, device, run_dir)
     finally:
         shutdown(info)
 
@@ -106,7 +128,7 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
         tc = cfg.tokenizer
         tok = TextTokenizer.train(itertools.islice(docs(), tc.max_train_docs), tc.vocab_size,
                                   tc.min_frequency, jieba=tc.jieba)
-        tmp = run_dir / "tokenizer.tmp"
+        tmp = run_dir / "tokenizer.tmp"  # a kill leaves only this; TEMPORARIES matches it
         tok.save(tmp)
         os.replace(tmp, own)
     barrier(info)

@@ -46,10 +46,15 @@ class ModelShape:
         return self.d_model // self.n_head
 
 
+def check_preset(name: str) -> None:
+    """An unknown `model.preset` fails naming the key and the known ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"config key 'model.preset': unknown preset '{name}' (known: {', '.join(PRESETS)})")
+
+
 def resolve_shape(cfg: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> ModelShape:
     """Fill `cfg`'s None fields from its preset and validate; errors name the `model.*` key."""
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"model.preset: unknown preset '{cfg.preset}' (known: {', '.join(PRESETS)})")
+    check_preset(cfg.preset)
     p = dict(PRESETS[cfg.preset])
     for key in ("n_layer", "d_model", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
         if getattr(cfg, key) is not None:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .errors import UserError
+from .errors import ConfigError, UserError
+from .io import refuse_custom_code
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
@@ -42,6 +43,15 @@ SIDE_FILE = "transfergen_tokenizer.json"
 # CJK unified ideographs (+ extension A, compatibility, extensions B..G). Only these runs
 # go through jieba; Latin text, digits, punctuation and emoji are kept as-is.
 _CJK_RUN = re.compile("([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+)")
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    """A trained BPE holds every byte and the special tokens: `tokenizer.vocab_size` below that
+    would be silently raised, so it is refused (before any work: `preflight` calls this)."""
+    floor = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < floor:
+        raise ConfigError(f"config key 'tokenizer.vocab_size': must be >= {floor} "
+                          f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
 
 
 @functools.cache
@@ -152,10 +162,7 @@ class TextTokenizer:
     def train(cls, docs: Iterable[str], vocab_size: int, min_frequency: int = 2,
               jieba: bool = False, max_docs: int | None = None) -> TextTokenizer:
         """Train byte-level BPE on (at most `max_docs` of) `docs`."""
-        floor = 256 + len(SPECIAL_TOKENS)
-        if vocab_size < floor:
-            raise UserError(f"tokenizer.vocab_size must be at least {floor} "
-                            f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
+        check_vocab_size(vocab_size)
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -181,8 +188,9 @@ class TextTokenizer:
             raise UserError("tokenizer folder not found", path=str(folder))
         from transformers import AutoTokenizer
 
+        refuse_custom_code(folder)
         try:
-            hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise UserError(f"could not load a tokenizer ({type(exc).__name__}: {first})",

@@ -205,27 +205,28 @@ def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokeni
     return cfg.patience > 0 and best["waited"] >= cfg.patience
 
 
-def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
-          run_dir: str | Path, *, groups: list[ParamGroup] | None = None, hooks: Hooks | None = None,
-          resume: bool = False, info: DistInfo | None = None, device: torch.device | None = None,
-          setup_info: dict | None = None) -> dict:
-    """Train `model` until `max_steps` (or `max_minutes`); returns the final trainer state.
+def _log_step(run: _Run, loss: float, norm: float, tps: float, bar: tqdm) -> None:
+    """One loss record in metrics.jsonl, and the progress bar's numbers."""
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.metrics.write({"step": run.state["step"], "loss": loss, "lr": lr, "grad_norm": norm,
+                       "tokens": run.state["tokens"], "flops": run.state.get("flops", 0.0), "tokens_per_s": tps,
+                       "elapsed_s": round(run.state["elapsed_s"], 2)})
+    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
 
-    Every `eval_every` steps: validation loss/perplexity; every `save_every` steps and at
-    the end: an atomic checkpoint. `tokens` counts input tokens over all ranks.
-    `setup_info` joins the first metrics record (what the caller set up: task, strategy).
-    """
-    run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
-    info = info or DistInfo()
-    run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
+
+def _evaluate(run: _Run, val: list, cfg: TrainConfig, run_dir: Path, tokenizer: Any, hooks: Hooks,
+              info: DistInfo, device: torch.device, bar: tqdm) -> bool:
+    """Evaluate, log, print and track the best model; True when patience has run out."""
+    rec = _eval_and_log(run, val, cfg, info, device, hooks)
     if info.is_main:
-        summary = {**log_param_summary(run.raw, run.optimizer), "dtype": run.precision.dtype}
-        run.metrics.write({**summary, **(setup_info or {})})
-        groups = ", ".join(f"{g['name']} lr={g['base_lr']:.2e} ({g['params']:,})" for g in summary["param_groups"])
-        _say(info, f"trainable {summary['trainable_params']:,} / frozen {summary['frozen_params']:,} "
-                   f"parameters in {run.precision.dtype}; groups: {groups}")
-    bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
-               dynamic_ncols=True, file=sys.stderr, desc="train")
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "flops", "elapsed_s"))
+        bar.write(f"[transfergen] step {run.state['step']}: {shown}", file=sys.stderr)
+    return any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
+
+
+def _loop(run: _Run, batches: BatchSource, val: list, cfg: TrainConfig, run_dir: Path, tokenizer: Any,
+          hooks: Hooks, info: DistInfo, device: torch.device, bar: tqdm) -> None:
+    """Steps until max_steps, the time budget or early stopping; evaluations and checkpoints on the way."""
     if cfg.eval_at_start and run.state["step"] == 0:  # the starting point: transfer's head start
         rec = _eval_and_log(run, val, cfg, info, device, hooks)
         _track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info)
@@ -243,33 +244,48 @@ def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: lis
         step = run.state["step"]
         if step % cfg.log_every == 0 or step == 1:
             now = time.perf_counter()
-            tps = window_tokens / max(now - window_t, 1e-9)
+            _log_step(run, loss, norm, window_tokens / max(now - window_t, 1e-9), bar)
             window_t, window_tokens = now, 0
-            lr = run.optimizer.param_groups[0]["lr"]
-            run.metrics.write({"step": step, "loss": loss, "lr": lr, "grad_norm": norm,
-                               "tokens": run.state["tokens"], "flops": run.state.get("flops", 0.0),
-                               "tokens_per_s": tps,
-                               "elapsed_s": round(run.state["elapsed_s"], 2)})
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
         bar.update(1)
         out_of_time = cfg.max_minutes is not None and run.state["elapsed_s"] >= 60 * cfg.max_minutes
         stop = any_rank_true(out_of_time, info)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps or stop:
-            rec = _eval_and_log(run, val, cfg, info, device, hooks)
-            if info.is_main:
-                shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items()
-                                  if k not in ("step", "tokens", "flops", "elapsed_s"))
-                bar.write(f"[transfergen] step {step}: {shown}", file=sys.stderr)
-            patience_out = any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
-            if patience_out and not stop:
-                stop = True
-                _say(info, f"early stop: no better {cfg.best_metric} for {cfg.patience} evaluations")
+        if (step % cfg.eval_every == 0 or step == cfg.max_steps or stop) and \
+                _evaluate(run, val, cfg, run_dir, tokenizer, hooks, info, device, bar) and not stop:
+            stop = True
+            _say(info, f"early stop: no better {cfg.best_metric} for {cfg.patience} evaluations")
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
             _save(run, run_dir, tokenizer, batches, cfg, info, hooks.export)
         if stop:
             if out_of_time:
                 _say(info, f"time budget of {cfg.max_minutes} min reached at step {step}")
             break
-    bar.close()
-    run.metrics.close()
+
+
+def train(model: torch.nn.Module, tokenizer: Any, batches: BatchSource, val: list, cfg: TrainConfig,
+          run_dir: str | Path, *, groups: list[ParamGroup] | None = None, hooks: Hooks | None = None,
+          resume: bool = False, info: DistInfo | None = None, device: torch.device | None = None,
+          setup_info: dict | None = None) -> dict:
+    """Train `model` until `max_steps` (or `max_minutes`); returns the final trainer state.
+
+    Every `eval_every` steps: validation loss/perplexity; every `save_every` steps and at
+    the end: an atomic checkpoint. `tokens` counts input tokens over all ranks.
+    `setup_info` joins the first metrics record (what the caller set up: task, strategy).
+    """
+    run_dir, hooks, device = Path(run_dir), hooks or Hooks(), device or torch.device("cpu")
+    info = info or DistInfo()
+    run = _setup(model, batches, cfg, run_dir, groups, resume, info, device)
+    if info.is_main:
+        summary = {**log_param_summary(run.raw, run.optimizer), "dtype": run.precision.dtype}
+        if run.state["step"] == 0:  # a resume keeps its run's one setup record
+            run.metrics.write({**summary, **(setup_info or {})})
+        groups = ", ".join(f"{g['name']} lr={g['base_lr']:.2e} ({g['params']:,})" for g in summary["param_groups"])
+        _say(info, f"trainable {summary['trainable_params']:,} / frozen {summary['frozen_params']:,} "
+                   f"parameters in {run.precision.dtype}; groups: {groups}")
+    bar = tqdm(total=cfg.max_steps, initial=run.state["step"], disable=not info.is_main,
+               dynamic_ncols=True, file=sys.stderr, desc="train")
+    try:
+        _loop(run, batches, val, cfg, run_dir, tokenizer, hooks, info, device, bar)
+    finally:  # on an error too: the bar ends its line, so the error message gets a line of its own
+        bar.close()
+        run.metrics.close()
     return dict(run.state)

@@ -5,12 +5,16 @@ Layout under the cache folder:
     train.bin / val.bin   flat arrays of uint16 (uint32 for vocabularies > 65535):
                           [bos] doc0 [eos] [bos] doc1 [eos] ...
     meta.json             key, dtype, token/document counts, how val was split
+    .lock                 taken by the process that reads or builds the cache (`folders.py`)
 
 Documents are streamed in chunks through a process pool and appended to the files as
 they come back, so the corpus never sits in RAM. Files are written under temporary
-names and moved into place at the end, and meta.json is written last: a killed run
-never leaves a cache that looks valid. The cache is reused only when the key (corpus
-files' paths/sizes/mtimes, data options, tokenizer fingerprint) matches.
+names (`.build-*`) and moved into place at the end, and meta.json is written last: a
+killed run never leaves a cache that looks valid. The cache is reused only when the key
+(corpus files' paths/sizes/mtimes, data options, tokenizer fingerprint) matches. One
+process at a time reads or builds a cache folder (`FolderLock`, waiting for the other),
+so the `.build-*` left by a killed build are removed at the next start, and a full disk
+stops with one line, its partial build removed.
 
 torch is imported lazily (only `get_batch` needs it): spawned tokenizer workers import
 this module, and torch would add seconds to each worker's start.
@@ -34,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..checks import check_values
 from ..config import DataConfig
-from ..errors import UserError
+from ..errors import UserError, write_problem
+from ..folders import FolderLock, ensure_out_dir, remove_stale
 from ..tokenizer import TextTokenizer, encode_texts, load_backend
 from .packaged import corpus_file
 from .readers import iter_documents
@@ -226,6 +232,16 @@ def _tail_split(tmp: Path, counts: dict[str, int], dtype: np.dtype, val_fraction
                   n_train_docs=counts["n_docs"], n_val_docs=0)
 
 
+def _write_streams_or_fail(data: DataConfig, tokenizer: TextTokenizer, dtype: np.dtype, tmp: Path,
+                           cache: Path) -> dict[str, int]:
+    """`_write_streams`, with a failed write (a full disk) as one line."""
+    try:
+        return _write_streams(data, tokenizer, dtype, tmp)
+    except OSError as exc:
+        raise UserError(f"could not build the token cache: {write_problem(exc, cache)}; free space and run "
+                        "again (the partial build is removed)", path=str(cache)) from None
+
+
 def _build_cache(data: DataConfig, tokenizer: TextTokenizer, cache: Path, key: str) -> None:
     """Tokenize into a temp folder, then move the files into place, meta.json last."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -234,7 +250,7 @@ def _build_cache(data: DataConfig, tokenizer: TextTokenizer, cache: Path, key: s
     dtype = token_dtype(tokenizer.vocab_size)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
     try:
-        counts = _write_streams(data, tokenizer, dtype, tmp)
+        counts = _write_streams_or_fail(data, tokenizer, dtype, tmp, cache)
         if counts["n_docs"] == 0:
             raise UserError(f"corpus is empty: no non-empty documents in {', '.join(data.corpus)}")
         val_split = "by_document"
@@ -256,15 +272,16 @@ def prepare_corpus(data: DataConfig, tokenizer: TextTokenizer, cache_dir: str | 
     """Tokenize `data.corpus` into `cache_dir` (or reuse a matching cache) and map it."""
     if not data.corpus:
         raise UserError("no corpus given (set data.corpus to one or more files)")
-    if not 0.0 <= data.val_fraction < 1.0:
-        raise UserError(f"data.val_fraction must be in [0, 1), got {data.val_fraction}")
-    cache = Path(cache_dir)
+    check_values(data, "data.")
+    cache = ensure_out_dir(cache_dir, "data.cache_dir")
     key = cache_key(data, tokenizer)
-    found = _load_cached(cache, key)
-    if found is not None:
-        return found
-    _build_cache(data, tokenizer, cache, key)
-    splits = _load_cached(cache, key)
+    with FolderLock(cache, "token cache", wait=True):  # ranks and runs sharing a cache take turns
+        remove_stale(cache, (".build-*",))  # a killed build's leftovers: no live writer holds them now
+        found = _load_cached(cache, key)
+        if found is not None:
+            return found
+        _build_cache(data, tokenizer, cache, key)
+        splits = _load_cached(cache, key)
     assert splits is not None, "freshly written token cache failed to load"
     splits.cached = False
     return splits

@@ -17,11 +17,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import UserError
-from .packaged import is_packaged, iter_packaged
+from .packaged import is_packaged, iter_packaged, packaged_file
 
 FORMATS = ("auto", "text", "jsonl")
 DOC_SEPS = ("line", "blank")
 _BOM = b"\xef\xbb\xbf"
+
+
+def check_sources(paths: list[str], fmt: str = "auto", doc_sep: str = "line") -> None:
+    """Before any work: every file (or `pkg:` corpus) exists and the format options are known;
+    a problem inside a file is found when it is read, naming file and line."""
+    if doc_sep not in DOC_SEPS:
+        raise UserError(f"unknown data.doc_sep '{doc_sep}' (expected one of: {', '.join(DOC_SEPS)})")
+    for path in paths:
+        if is_packaged(path):
+            packaged_file(path)
+        else:
+            detect_format(path, fmt)
+            _open_binary(Path(path)).close()
 
 
 def detect_format(path: str | Path, fmt: str = "auto") -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_values
 from ..config import TaskConfig, from_dict, load_yaml
 from ..errors import ConfigError, UserError
 from . import corpora  # noqa: F401  (registers the real data sets' readers)
@@ -146,9 +147,17 @@ def split_examples(examples: list[Example], n_test: int, n_val: int, seed: int,
 
 
 def check_task_config(cfg: TaskConfig, path: str | None = None) -> None:
-    """Reject a task config that could only fail later (unknown reader, bad prompt, ...)."""
+    """Reject a task config that could only fail later (unknown reader or metric, bad prompt,
+    a value out of range), naming `path` when given."""
+    from ..metrics import check_metric_names  # lazily: the metrics' libraries load in seconds
+
     def bad(msg: str) -> ConfigError:
         return ConfigError(msg, path=path)
+    try:
+        check_values(cfg, "task.")
+        check_metric_names(cfg.metrics, "task.metrics")
+    except ConfigError as exc:
+        raise bad(str(exc)) from None
     if cfg.reader not in READERS:
         raise bad(f"unknown task.reader '{cfg.reader}' (known: {', '.join(sorted(READERS))})")
     if not cfg.path:
@@ -161,10 +170,6 @@ def check_task_config(cfg: TaskConfig, path: str | None = None) -> None:
         raise bad(f"task.prompt {cfg.prompt!r} is not a valid template with {{source}} ({exc!r})") from None
     if "{source}" not in cfg.prompt:
         raise bad(f"task.prompt {cfg.prompt!r} must contain {{source}}")
-    if cfg.max_source_tokens < 1 or cfg.max_target_tokens < 2:
-        raise bad("task.max_source_tokens must be >= 1 and task.max_target_tokens >= 2 (room for eos)")
-    if cfg.val_size < 0 or cfg.test_size < 0:
-        raise bad("task.val_size and task.test_size must be >= 0")
 
 
 def load_task(cfg: TaskConfig) -> TaskData:

@@ -15,15 +15,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from .base import References, Score, check_inputs
 from .bleu import bleu, chrf
 from .cider import cider
-from .rouge import rouge
+from .rouge import ROUGE_TYPES, rouge
 
 METRICS: dict[str, Callable[..., Score]] = {"bleu": bleu, "chrf": chrf, "rouge": rouge, "cider": cider}
 
-__all__ = ["METRICS", "Score", "bleu", "chrf", "cider", "compute", "flatten", "rouge"]
+__all__ = ["METRICS", "Score", "bleu", "check_metric_names", "chrf", "cider", "compute", "flatten", "rouge",
+           "score_names"]
+
+
+def check_metric_names(names: Sequence[str], key: str) -> None:
+    """Refuse an unknown metric name at load (a typo such as 'blue' would fail only when scoring)."""
+    for name in names:
+        if name not in METRICS:
+            raise ConfigError(f"config key '{key}': unknown metric '{name}' (known: {', '.join(METRICS)})")
+
+
+def score_names(names: Sequence[str]) -> list[str]:
+    """The numbers `flatten` reports for metrics `names`: each name, and ROUGE's sub-scores."""
+    out = []
+    for name in names:
+        out += [name] + (list(ROUGE_TYPES) if name == "rouge" else [])
+    return out
 
 
 def compute(names: Sequence[str], hypotheses: Sequence[str], references: References, lang: str = "en",

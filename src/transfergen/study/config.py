@@ -13,9 +13,11 @@
     seed_sizes: [1000]                     # every seed here, seeds[0] elsewhere
 
 Every run is one `finetune` (the same loop, same model shape, tokenizer, decoding and step
-budget; `init` is the only difference between scratch and transfer); `plan` resolves and
-validates all of them before anything trains. How they run is `pool.py` and `worker.py`,
-what is computed after them `analysis.py`; the report only reads what those wrote.
+budget; `init` is the only difference between scratch and transfer). `load_study` checks
+the whole file before anything trains (every key's range, the task and its metrics, the
+headline metric, the arms, every run's resolved config), each error naming the study file.
+How they run is `pool.py` and `worker.py`, what is computed after them `analysis.py`; the
+report only reads what those wrote.
 
 Scratch arms borrow the pretrained model's tokenizer and shape (`model.like`), so the
 comparison measures the initial weights alone. `budget: matched` gives a scratch arm
@@ -29,8 +31,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RunConfig, build_config, from_dict, merge, opt, to_dict
-from ..data.tasks import load_task_file
+from ..baselines import KINDS
+from ..checks import at_least, each, one_of
+from ..config import RunConfig, TaskConfig, build_config, from_dict, merge, opt, to_dict
+from ..data.tasks import check_task_config, load_task_file
 from ..errors import ConfigError, UserError
 
 
@@ -55,17 +59,18 @@ class StudyConfig:
     pretrain: dict = opt(doc="or: a pretraining RunConfig, run into <out>/pretrain first", factory=dict)
     base: dict = opt(doc="RunConfig keys every fine-tuning run shares, e.g. base.train.max_steps", factory=dict)
     arms: list[dict] = opt(doc="the arms: {name, init, strategy, train, budget} each", factory=list)
-    sizes: list[int | None] = opt(doc="training-set sizes (null: all)", factory=lambda: [None])
-    seeds: list[int] = opt(doc="training seeds", factory=lambda: [0])
+    sizes: list[int | None] = opt(doc="training-set sizes (null: all)", factory=lambda: [None],
+                                  check=each(at_least(1), allow_empty=False))
+    seeds: list[int] = opt(doc="training seeds", factory=lambda: [0], check=each(at_least(0), allow_empty=False))
     seed_sizes: list[int | None] = opt(doc="sizes run with every seed (others: the first seed); [] = all",
-                                       factory=list)
-    workers: int = opt(1, "runs at once (separate processes, cores shared out)")
+                                       factory=list, check=each(at_least(1)))
+    workers: int = opt(1, "runs at once (separate processes, cores shared out)", check=at_least(1))
     metric: str = opt("", "headline metric (e.g. rouge1, bleu); default: the task's first")
-    test_examples: int | None = opt(500, "test examples decoded per run (null: all)")
-    baseline: str = opt("auto", "trivial baseline: auto | lead | copy | none")
-    lead_words: int = opt(0, "lead-N baseline's N; 0: the mean reference length")
-    samples: int = opt(8, "rows in the report's sample table")
-    analysis_texts: int = opt(32, "target inputs for CKA and attention maps")
+    test_examples: int | None = opt(500, "test examples decoded per run (null: all)", check=at_least(1))
+    baseline: str = opt("auto", "trivial baseline: auto | lead | copy | none", check=one_of(*KINDS))
+    lead_words: int = opt(0, "lead-N baseline's N; 0: the mean reference length", check=at_least(0))
+    samples: int = opt(8, "rows in the report's sample table", check=at_least(0))
+    analysis_texts: int = opt(32, "target inputs for CKA and attention maps", check=at_least(1))
     note: str = opt("", "a caveat the report prints under its introduction")
 
 
@@ -89,23 +94,56 @@ class Run:
 
 
 def load_study(path: str, overrides: dict | None = None) -> StudyConfig:
-    """Read STUDY.yaml (+ --key=value overrides) and check the arms; errors name the key."""
+    """Read STUDY.yaml (+ --key=value overrides) and check all of it (`check_study`) before
+    anything runs; every error is one line naming the study file (and the task file or arm)."""
     try:
         cfg = build_config(StudyConfig, [path], overrides or {})
-    except ConfigError as exc:
-        if exc.path is not None:  # YAML syntax: already names file and line
+        check_study(cfg)
+    except UserError as exc:
+        if exc.path == path:  # YAML syntax: already names file and line
             raise
         raise ConfigError(str(exc), path=path) from None
-    if not cfg.task:
-        raise ConfigError("study: 'task' is required (a task YAML)", path=path)
-    if not cfg.arms:
-        raise ConfigError("study: 'arms' is empty", path=path)
-    if bool(cfg.pretrained) == bool(cfg.pretrain):
-        raise ConfigError("study: give exactly one of 'pretrained' (a folder) and 'pretrain' (a run config)",
-                          path=path)
-    if cfg.workers < 1:
-        raise ConfigError(f"study: 'workers' must be >= 1, got {cfg.workers}", path=path)
     return cfg
+
+
+def check_study(cfg: StudyConfig) -> None:
+    """Everything a study file can get wrong that needs no model and no torch: the task and its
+    metrics, the headline metric, the grid, the pretraining config, every run's config."""
+    if not cfg.task:
+        raise ConfigError("study: 'task' is required (a task YAML)")
+    if not cfg.arms:
+        raise ConfigError("study: 'arms' is empty")
+    if bool(cfg.pretrained) == bool(cfg.pretrain):
+        raise ConfigError("study: give exactly one of 'pretrained' (a folder) and 'pretrain' (a run config)")
+    task = study_task(cfg)
+    _check_metric(cfg.metric, task)
+    missing = [s for s in cfg.seed_sizes if s not in cfg.sizes]
+    if missing:
+        raise ConfigError(f"config key 'seed_sizes': {missing[0]} is not one of the sizes {cfg.sizes}")
+    if cfg.pretrain:
+        from_dict(RunConfig, merge(cfg.pretrain, {"out": "pretrain"}), prefix="pretrain.")
+    plan(cfg, Path("study-check"))  # every run's RunConfig resolved and range-checked; nothing written
+
+
+def study_task(cfg: StudyConfig) -> TaskConfig:
+    """The task every run trains on: the task file with `base.task` on top, checked."""
+    try:
+        task = load_task_file(cfg.task)
+    except UserError as exc:
+        raise ConfigError(f"config key 'task': {exc}") from None
+    task = from_dict(TaskConfig, merge(to_dict(task), cfg.base.get("task") or {}), prefix="base.task.")
+    check_task_config(task)
+    return task
+
+
+def _check_metric(metric: str, task: TaskConfig) -> None:
+    """The headline metric must be a number the runs' test scores hold (else: a column of nan)."""
+    from ..metrics import score_names  # lazily: the metrics' libraries take seconds to import
+
+    known = score_names(task.metrics)
+    if metric and metric not in known:
+        raise ConfigError(f"config key 'metric': '{metric}' is not a score of the task's metrics "
+                          f"({', '.join(task.metrics)}); choose from {', '.join(known)}")
 
 
 def arms(cfg: StudyConfig) -> list[ArmConfig]:

@@ -4,32 +4,55 @@ A finished run (done.json) is skipped and a killed one resumes from its last che
 so re-running the command continues. A compute-matched scratch run waits for its
 same-budget partner, whose FLOPs per step set its budget. After the runs, `analysis.py`
 writes what the report shows beside them.
+
+The study folder is locked for the study's life (one study process per folder), every run
+folder by its own process, and each child dies with the study process (PDEATHSIG, however
+the parent dies), so a re-run never meets an orphan still writing a run.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ..config import RunConfig, from_dict, merge, save_yaml
-from ..errors import UserError
+from ..errors import ConfigError, UserError
+from ..folders import FolderLock, ensure_out_dir
 from ..io import read_json, write_json_atomic
 from .config import Run, StudyConfig, plan, pretrained_dir
 from .costs import matched_steps, pretrain_cost
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _say(msg: str) -> None:
     print(f"[study] {msg}", flush=True)
 
 
-def _launch(cmd: list[str], log: Path | None) -> subprocess.Popen:
-    """A child process; with a log file its output goes there, else to our terminal."""
+def _die_with(parent: int) -> None:
+    """In the child, before exec: the kernel sends SIGTERM when the parent dies (kill -9
+    included). No-op where prctl does not exist (not Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def launch(cmd: list[str], log: Path | None = None) -> subprocess.Popen:
+    """A child process that dies with this one; with a log file its output goes there."""
+    parent = os.getpid()
     if log is None:
-        return subprocess.Popen(cmd)
+        return subprocess.Popen(cmd, preexec_fn=lambda: _die_with(parent))
     with open(log, "a", encoding="utf-8") as out:  # the child holds its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: _die_with(parent))
 
 
 def _pretrain(cfg: StudyConfig, out: Path) -> None:
@@ -44,8 +67,8 @@ def _pretrain(cfg: StudyConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(rc, out / "pretrain_config.yaml")
     _say(f"pretraining -> {folder}" + (" (resuming)" if rc.resume else ""))
-    code = subprocess.call([sys.executable, "-m", "transfergen", "pretrain", "--config",
-                            str(out / "pretrain_config.yaml")])
+    code = launch([sys.executable, "-m", "transfergen", "pretrain", "--config",
+                   str(out / "pretrain_config.yaml")]).wait()
     if code != 0:
         raise UserError(f"pretraining failed (exit {code}); its log is above, its folder {folder}")
     (folder / "study_done").write_text("ok\n", encoding="utf-8")
@@ -87,7 +110,7 @@ class _Pool:
             _say(f"[{self.n - len(self.todo) - len(self.active)}/{self.n}] start {r.id} "
                  f"({r.cfg.train.max_steps} steps)")
             log = r.dir / "log.txt" if self.cfg.workers > 1 else None
-            proc = _launch([sys.executable, "-m", "transfergen.study.worker", str(r.dir)], log)
+            proc = launch([sys.executable, "-m", "transfergen.study.worker", str(r.dir)], log)
             self.active[r.id] = (r, proc, time.time())
 
     def reap(self) -> None:
@@ -106,19 +129,38 @@ class _Pool:
                 _say(f"FAILED {rid} (exit {proc.returncode}); see {where}")
 
 
-def run_study(cfg: StudyConfig, out: str | Path) -> list[str]:
-    """Run every unfinished run (`workers` at once), then the study's analysis (the JSON the
-    report renders); returns the ids of failed runs."""
-    out = Path(out)
-    runs = plan(cfg, out)  # validates everything before the first process starts
-    _pretrain(cfg, out)
-    pool = _Pool(cfg, out, runs)
-    _say(f"{len(runs)} runs ({len(runs) - len(pool.todo)} already finished), {cfg.workers} at a time -> {out}")
-    while pool.todo or pool.active:
-        pool.start_ready()
-        time.sleep(0.2)
-        pool.reap()
-    from .analysis import analyze_study  # loads models: only after the runs, never for a report
+def check_runs(cfg: StudyConfig, runs: list[Run], out: Path, source: str | None = None) -> None:
+    """What `load_study` cannot check without torch, for one run per arm and the pretraining
+    config: strategy names, the device and dtype, the folders read. Errors name `source`."""
+    from ..preflight import check_run  # torch: never imported for a report
 
-    analyze_study(cfg, out)
+    pre_exists = pretrained_dir(cfg, out).is_dir()  # a `pretrain:` study makes it first
+    checks = [(f"arm '{r.arm.name}'", r.cfg, "finetune") for r in {r.arm.name: r for r in runs}.values()]
+    if cfg.pretrain:
+        checks.insert(0, ("pretrain", from_dict(RunConfig, merge(cfg.pretrain, {"out": str(out / "pretrain")}),
+                                                   prefix="pretrain."), "pretrain"))
+    for what, rc, command in checks:
+        try:
+            check_run(rc, command, folders=pre_exists or command == "pretrain")
+        except UserError as exc:
+            raise ConfigError(f"{what}: {exc}", path=source) from None
+
+
+def run_study(cfg: StudyConfig, out: str | Path, source: str | None = None) -> list[str]:
+    """Run every unfinished run (`workers` at once), then the study's analysis (the JSON the
+    report renders); returns the ids of failed runs. `source` (the study file) is named in errors."""
+    out = ensure_out_dir(out)
+    with FolderLock(out, "study"):
+        runs = plan(cfg, out)
+        check_runs(cfg, runs, out, source)  # everything is checked before the first process starts
+        _pretrain(cfg, out)
+        pool = _Pool(cfg, out, runs)
+        _say(f"{len(runs)} runs ({len(runs) - len(pool.todo)} already finished), {cfg.workers} at a time -> {out}")
+        while pool.todo or pool.active:
+            pool.start_ready()
+            time.sleep(0.2)
+            pool.reap()
+        from .analysis import analyze_study  # loads models: only after the runs, never for a report
+
+        analyze_study(cfg, out)
     return pool.failed

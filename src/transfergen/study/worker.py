@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig, build_config
-from ..errors import EXIT_USER_ERROR, UserError
+from ..errors import EXIT_USER_ERROR, UserError, os_error_line
+from ..folders import FolderLock
 from ..io import read_json, read_metrics, write_json_atomic
 
 ATTENTION_TOKENS = 40  # the last 40 prompt tokens keep an attention map legible
@@ -24,14 +25,21 @@ ATTENTION_TOKENS = 40  # the last 40 prompt tokens keep an attention map legible
 def run_one(run_dir: Path) -> dict:
     """Fine-tune (resuming), evaluate on test, analyse against the pretrained model; done.json last."""
     from ..checkpoint import latest_checkpoint
+
+    job = read_json(run_dir / "study_job.json")
+    cfg = build_config(RunConfig, [str(run_dir / "study_run.yaml")])
+    with FolderLock(run_dir, "run"):  # held from fine-tuning to done.json; the session re-enters it
+        cfg.resume = latest_checkpoint(run_dir) is not None
+        return _run_locked(run_dir, cfg, job)
+
+
+def _run_locked(run_dir: Path, cfg: RunConfig, job: dict) -> dict:
+    """`run_one` holding the run folder's lock."""
     from ..evaluate import run_evaluate
     from ..finetune import run_finetune
     from ..metrics import flatten
     from ..metrics.base import Score
 
-    job = read_json(run_dir / "study_job.json")
-    cfg = build_config(RunConfig, [str(run_dir / "study_run.yaml")])
-    cfg.resume = latest_checkpoint(run_dir) is not None
     state = run_finetune(cfg)
     t0 = time.perf_counter()
     test = run_evaluate(str(run_dir), cfg.task, "test", str(run_dir / "test"), cfg.eval, limit=job["test_examples"])
@@ -92,6 +100,9 @@ def main(argv: list[str]) -> int:
         run_one(Path(argv[0]))
     except UserError as exc:
         print(f"transfergen: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a filesystem fault (disk full, permissions)
+        print(f"transfergen: error: {os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 
