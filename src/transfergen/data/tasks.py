@@ -6,8 +6,9 @@ or one list of `Example`s, which `load_task` splits with a seeded shuffle into
 test (`test_size`), val (`val_size`) and train (the rest). A `TaskData` whose val or
 test is empty gets that split held out of train the same way.
 
-Generic readers: `jsonl`, `tsv` and `parallel` (below); readers for the real data
-sets live in `corpora.py`. Paths may hold a `{split}` placeholder (train/val/test,
+Generic readers: `jsonl`, `tsv` and `parallel` (below), and `csv`, `parquet`, `arrow`
+and `hf` for column-oriented data (`table_readers.py`); readers for the real data sets
+live in `corpora.py`. Paths may hold a `{split}` placeholder (train/val/test,
 renamed per split with `options.splits`, e.g. `{test: test_2016_flickr}`) for data
 that is already split. Every problem with the data raises `UserError` naming the
 file and, where there is one, the line.
@@ -24,9 +25,9 @@ import numpy as np
 from ..checks import check_values
 from ..config import TaskConfig, from_dict, load_yaml
 from ..errors import ConfigError, UserError
-from . import corpora  # noqa: F401  (registers the real data sets' readers)
-from .examples import (READERS, SPLITS, Example, ReaderResult, TaskData, aligned_lines, make_example,
-                       register_reader, split_names)
+from . import corpora, table_readers  # noqa: F401  (register the real data sets' and the table readers)
+from .examples import (COLUMN_READERS, READERS, SPLITS, Example, ReaderResult, TaskData, aligned_lines,
+                       make_example, register_reader, split_names)
 from .readers import iter_json_objects, iter_lines
 
 __all__ = ["READERS", "SPLITS", "Example", "TaskData", "check_task_config", "load_task", "load_task_file",
@@ -63,18 +64,19 @@ def existing_file(prefix: str | Path) -> Path:
 # generic readers
 
 
-def _jsonl_examples(path: str) -> list[Example]:
-    """{"source", "target", optional "references": [...]} per line; blank lines skipped."""
-    out = []
+def _jsonl_examples(path: str, cfg: TaskConfig) -> list[Example]:
+    """{"source", "target", optional "references": [...]} per line (names: task.*_field);
+    blank lines skipped."""
+    out, src, tgt, ref = [], cfg.source_field, cfg.target_field, cfg.references_field
     for lineno, obj in iter_json_objects(path):
-        for key in ("source", "target"):
+        for key in (src, tgt):
             if not isinstance(obj.get(key), str):
                 what = "missing field" if key not in obj else "non-string field"
                 raise UserError(f"{what} '{key}'", path=path, line=lineno)
-        refs = obj.get("references", [])
+        refs = obj.get(ref, [])
         if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-            raise UserError("field 'references' must be a list of strings", path=path, line=lineno)
-        out.append(make_example(obj["source"], obj["target"], refs, path=path, line=lineno))
+            raise UserError(f"field '{ref}' must be a list of strings", path=path, line=lineno)
+        out.append(make_example(obj[src], obj[tgt], refs, path=path, line=lineno))
     return out
 
 
@@ -101,12 +103,12 @@ def _parallel_examples(prefix: str, src: str, tgt: str) -> list[Example]:
     return out
 
 
-@register_reader("jsonl")
+@register_reader("jsonl", columns=True)
 def read_jsonl(cfg: TaskConfig) -> ReaderResult:
     """JSONL examples: one file to split, or `{split}` files."""
     if has_split_placeholder(cfg):
-        return read_splits(cfg, _jsonl_examples)
-    return _jsonl_examples(cfg.path)
+        return read_splits(cfg, lambda p: _jsonl_examples(p, cfg))
+    return _jsonl_examples(cfg.path, cfg)
 
 
 @register_reader("tsv")
@@ -170,6 +172,19 @@ def check_task_config(cfg: TaskConfig, path: str | None = None) -> None:
         raise bad(f"task.prompt {cfg.prompt!r} is not a valid template with {{source}} ({exc!r})") from None
     if "{source}" not in cfg.prompt:
         raise bad(f"task.prompt {cfg.prompt!r} must contain {{source}}")
+    _check_fields(cfg, bad)
+
+
+def _check_fields(cfg: TaskConfig, bad: Callable[[str], ConfigError]) -> None:
+    """Column names only mean something to readers of named columns: refuse them elsewhere."""
+    defaults = TaskConfig()
+    for key in ("source_field", "target_field", "references_field"):
+        value = getattr(cfg, key)
+        if value != getattr(defaults, key) and cfg.reader not in COLUMN_READERS:
+            raise bad(f"task.{key} is set, but reader '{cfg.reader}' has no named columns "
+                      f"(those that do: {', '.join(sorted(COLUMN_READERS))})")
+        if not value:
+            raise bad(f"task.{key} is empty")
 
 
 def load_task(cfg: TaskConfig) -> TaskData:
