@@ -72,3 +72,26 @@ def tiny_pretrained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_pretrained")
     run_pretrain(tiny_config(make_corpus(root / "corpus.txt"), root / "run", train={"max_steps": 40}))
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned(tiny_pretrained, tmp_path_factory) -> Path:
+    """`tiny_pretrained` fine-tuned for 30 steps on subject -> 'verb object.' with the prompt
+    'Continue: {source} =>', a format the folder records (README: plain transformers)."""
+    import json
+
+    from transfergen.config import merge
+    from transfergen.finetune import run_finetune
+
+    root = tmp_path_factory.mktemp("tiny_finetuned")
+    rng = random.Random(3)
+    with open(root / "pairs.jsonl", "w", encoding="utf-8") as fh:
+        for _ in range(200):
+            s, v, o = rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)
+            fh.write(json.dumps({"source": s.capitalize(), "target": f"{v} {o}."}) + "\n")
+    task = {"reader": "jsonl", "path": str(root / "pairs.jsonl"), "prompt": "Continue: {source} =>",
+            "val_size": 20, "test_size": 20, "max_source_tokens": 16, "max_target_tokens": 16}
+    cfg = merge(TINY, {"out": str(root / "run"), "init": str(tiny_pretrained), "task": task,
+                       "train": {"max_steps": 30, "eval_every": 30, "save_every": 30}})
+    run_finetune(build_config(RunConfig, [], cfg))
+    return root / "run"

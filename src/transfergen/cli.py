@@ -81,12 +81,19 @@ def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", allow_abbrev=False, help="generate text from a model folder",
                        description="Continue each prompt (encoded as [bos] + text) and print one line per "
                                    "prompt: the prompt followed by its continuation, newlines written as "
-                                   "\\n. Samples by default; --greedy (or --temperature 0) decodes greedily, "
+                                   "\\n. Or, for a fine-tuned model, give task inputs with --source: each is "
+                                   "prompted in the format the model was trained with ([bos] prompt [sep], "
+                                   "recorded in its folder) and only the generated target is printed. "
+                                   "Samples by default; --greedy (or --temperature 0) decodes greedily, "
                                    "--num-beams N > 1 runs beam search (sampling flags then ignored).")
     p.add_argument("--model", required=True, help="a run folder or any local HF causal-LM folder")
     p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
     p.add_argument("--prompts-file", "--prompts_file", dest="prompts_file", metavar="FILE",
                    help="UTF-8 file with one prompt a line (after any --prompt)")
+    p.add_argument("--source", action="append", default=[],
+                   help="a task input for a fine-tuned model (its recorded prompt format); repeat for several")
+    p.add_argument("--sources-file", "--sources_file", dest="sources_file", metavar="FILE",
+                   help="UTF-8 file with one task input a line (after any --source)")
     # Each value is range-checked even where it would be ignored (a sampling flag with --greedy):
     # a typo must not decode silently in another way.
     p.add_argument("--max-new-tokens", "--max_new_tokens", type=flag_type(int, at_least(1)), default=100,
@@ -233,27 +240,39 @@ def _one_line(text: str) -> str:
     return re.sub("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", lambda m: m[0].encode("unicode_escape").decode(), text)
 
 
-def _read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt)
-    if args.prompts_file:
+def _read_lines(given: list[str], path: str | None, what: str) -> list[str]:
+    """`given`, then the lines of the file at `path` (when set)."""
+    lines = list(given)
+    if path:
         try:
-            with open(args.prompts_file, encoding="utf-8") as f:
-                prompts += f.read().splitlines()
+            with open(path, encoding="utf-8") as f:
+                lines += f.read().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read prompts: {exc}", path=args.prompts_file) from None
-    if not prompts:
-        raise UserError("generate: give --prompt TEXT (repeatable) or --prompts-file FILE")
-    return prompts
+            raise UserError(f"cannot read {what}: {exc}", path=path) from None
+    return lines
+
+
+def _read_inputs(args: argparse.Namespace) -> tuple[list[str], bool]:
+    """The texts to continue and whether they are task sources (--source) rather than prompts."""
+    prompts = _read_lines(args.prompt, args.prompts_file, "prompts")
+    sources = _read_lines(args.source, args.sources_file, "sources")
+    if prompts and sources:
+        raise UserError("generate: give prompts (--prompt, --prompts-file) or task inputs (--source, "
+                        "--sources-file), not both")
+    if not prompts and not sources:
+        raise UserError("generate: give --prompt TEXT (repeatable) or --prompts-file FILE, or --source TEXT")
+    return (sources, True) if sources else (prompts, False)
 
 
 def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserError(f"unexpected argument(s) for generate: {' '.join(rest)}")
+    from .data.seq2seq import recorded_prompt_ids
     from .generate import GenerationConfig, generate_text
     from .hub import load_model
     from .tokenizer import TextTokenizer
 
-    prompts = _read_prompts(args)
+    texts, is_source = _read_inputs(args)
     sampling = not args.greedy and args.temperature > 0 and args.num_beams == 1
     cfg = GenerationConfig(
         max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, length_penalty=args.length_penalty,
@@ -262,9 +281,12 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
         repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
         batch_size=args.batch_size, seed=args.seed)
     cfg.validate()  # bad flags fail before the model loads
-    model, tok = load_model(args.model), TextTokenizer.load(args.model)
-    for prompt, text in zip(prompts, generate_text(model, tok, prompts, cfg), strict=True):
-        print(_one_line(prompt + text), flush=True)
+    tok = TextTokenizer.load(args.model)
+    # Sources: the target alone; prompts: the prompt followed by its continuation.
+    prompts = recorded_prompt_ids(tok, texts) if is_source else texts
+    model = load_model(args.model)
+    for text, out in zip(texts, generate_text(model, tok, prompts, cfg), strict=True):
+        print(_one_line(out if is_source else text + out), flush=True)
     return 0
 
 

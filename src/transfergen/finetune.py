@@ -21,7 +21,7 @@ import torch
 from .checkpoint import load_training_weights
 from .config import RunConfig
 from .data.readers import iter_documents
-from .data.seq2seq import TaskBatches, task_val_batches
+from .data.seq2seq import TaskBatches, chat_template, task_val_batches
 from .data.tasks import Example, TaskData, load_task
 from .hub import load_model
 from .session import Session, build_initial_model, check_length, resolve_tokenizer, session
@@ -88,6 +88,8 @@ def run_finetune(cfg: RunConfig) -> dict:
         check_length(model, cfg.task.max_source_tokens + cfg.task.max_target_tokens + 2,
                      "task.max_source_tokens")
         tok, model = _extend_vocab(cfg, tok, model, s)
+        # Saved with every checkpoint: transfergen generate --source and HF's chat template prompt alike.
+        tok.set_task_format(cfg.task.prompt, cfg.task.max_source_tokens, chat_template(tok, cfg.task))
         result = apply_strategy(model, cfg.strategy, cfg.train)
         if s.last_checkpoint is not None:
             _restore_weights(model, s.last_checkpoint)

@@ -16,6 +16,9 @@ from .errors import UserError
 METRICS_FILE = "metrics.jsonl"
 # The files in which a Hugging Face folder can map a class to Python code it ships (`auto_map`).
 CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+# A jieba tokenizer's folder maps AutoTokenizer to the copy of transfergen's class it carries, for
+# plain transformers (`jieba_tokenizer.py`); transfergen loads its own installed class instead.
+OWN_AUTO_MAP = {"AutoTokenizer": [None, "jieba_tokenizer.JiebaBPETokenizerFast"]}
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -34,14 +37,15 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 def refuse_custom_code(folder: str | Path) -> None:
     """transformers would import Python files shipped in a model folder whose config maps a class
     to them (`auto_map`), after asking on stdin; transfergen never runs such code. One line,
-    before anything of the folder is loaded (`trust_remote_code=False` is passed as well)."""
+    before anything of the folder is loaded (`trust_remote_code=False` is passed as well).
+    Our own jieba tokenizer's map passes: transfergen runs its installed class, not the folder's."""
     for name in CODE_MAPS:
         path = Path(folder) / name
         try:
             data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue  # unreadable: the loader reports it, naming the file
-        if isinstance(data, dict) and data.get("auto_map"):
+        if isinstance(data, dict) and data.get("auto_map") and data["auto_map"] != OWN_AUTO_MAP:
             classes = ", ".join(sorted(data["auto_map"])) if isinstance(data["auto_map"], dict) else "?"
             raise UserError(f"the folder asks to run its own Python code (auto_map: {classes}); transfergen "
                             "never runs code from a model folder", path=str(path))

@@ -29,7 +29,7 @@ from .resume import record_resume, record_start
 from .hub import build_like, load_model
 from .model import build_model, resolve_shape
 from .precision import emulated_warning, resolve_dtype
-from .tokenizer import TextTokenizer
+from .tokenizer import TextTokenizer, backend_file
 
 
 @dataclass
@@ -122,7 +122,7 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
     borrowed = cfg.tokenizer.path or (cfg.init if cfg.init != "scratch" else cfg.model.like)
     if borrowed:  # a given tokenizer, the pretrained model's, or the one of the model copied
         return TextTokenizer.load(borrowed)
-    if info.is_main and not (own / "tokenizer.json").is_file():
+    if info.is_main and not backend_file(own).is_file():
         if docs is None:
             raise UserError("no tokenizer: set tokenizer.path, or give text to train one on")
         tc = cfg.tokenizer

@@ -8,8 +8,11 @@ and `decode(encode(x)) == x`.
 jieba mode: Chinese has no spaces, so plain BPE happily merges across word boundaries
 ("我们喜欢" -> one token). With `jieba=True` the text is first cut into pieces (CJK runs
 segmented by jieba, everything else kept whole) and both training and encoding treat
-each piece separately, so no token crosses a jieba word boundary. The flag lives in a
-side file (`transfergen_tokenizer.json`) because the tokenizer JSON cannot express it.
+each piece separately, so no token crosses a jieba word boundary. `tokenizers` cannot
+express that segmentation, so such a folder is saved by `JiebaBPETokenizerFast`
+(`jieba_tokenizer.py`): Hugging Face gets the same ids with `trust_remote_code=True` and
+refuses the folder without it. The flag also lives in a side file
+(`transfergen_tokenizer.json`), with the prompt format a fine-tuned model was trained with.
 
 `transformers` is imported lazily: tokenizer worker processes only need the light
 `tokenizers` library (`load_backend` + `encode_texts`), and importing transformers
@@ -18,11 +21,8 @@ costs seconds per spawned process.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import logging
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -32,17 +32,18 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from .errors import ConfigError, UserError
 from .io import refuse_custom_code
+from .jieba_segment import jieba_cut, jieba_pieces, jieba_version
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
 
+__all__ = ["BOS", "EOS", "PAD", "SEP", "SIDE_FILE", "SPECIAL_TOKENS", "TextTokenizer", "backend_file",
+           "encode_texts", "jieba_cut", "jieba_pieces", "jieba_version", "load_backend"]
+
 PAD, BOS, EOS, SEP = "<pad>", "<bos>", "<eos>", "<sep>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, SEP)  # ids 0..3, in this order
 SIDE_FILE = "transfergen_tokenizer.json"
-
-# CJK unified ideographs (+ extension A, compatibility, extensions B..G). Only these runs
-# go through jieba; Latin text, digits, punctuation and emoji are kept as-is.
-_CJK_RUN = re.compile("([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+)")
+JIEBA_BACKEND_FILE = "tokenizer_jieba.json"  # jieba_tokenizer.BACKEND_FILE (that module imports transformers)
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -52,42 +53,6 @@ def check_vocab_size(vocab_size: int) -> None:
     if vocab_size < floor:
         raise ConfigError(f"config key 'tokenizer.vocab_size': must be >= {floor} "
                           f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens), got {vocab_size}")
-
-
-@functools.cache
-def _jieba() -> Any:
-    """Import jieba once, silencing its 'Building prefix dict...' chatter."""
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    return jieba
-
-
-def jieba_cut(text: str) -> list[str]:
-    """jieba's dictionary-only cut of `text` (HMM off: no guessed words), empty pieces dropped.
-
-    The one segmentation the project uses: BPE pre-segmentation here, words for the metrics.
-    """
-    return [w for w in _jieba().lcut(text, HMM=False) if w]
-
-
-def jieba_version() -> str:
-    """The installed jieba's version (metric signatures record it)."""
-    return str(_jieba().__version__)
-
-
-def jieba_pieces(text: str) -> list[str]:
-    """Cut `text` into pieces whose concatenation is `text`; CJK runs are jieba words."""
-    pieces: list[str] = []
-    # re.split with a capture group alternates [other, cjk, other, cjk, ...].
-    for k, run in enumerate(_CJK_RUN.split(text)):
-        if not run:
-            continue
-        if k % 2 == 1:
-            pieces.extend(jieba_cut(run))
-        else:
-            pieces.append(run)
-    return pieces
 
 
 def encode_texts(backend: Tokenizer, texts: Sequence[str], jieba: bool) -> list[list[int]]:
@@ -110,21 +75,31 @@ def _plain_backend(backend: Tokenizer) -> Tokenizer:
     return copy
 
 
-def _read_jieba_flag(folder: Path) -> bool:
+def _read_side(folder: Path) -> dict[str, Any]:
+    """The side file's settings ({} for a foreign tokenizer without one)."""
     side = folder / SIDE_FILE
     if not side.is_file():
-        return False
+        return {}
     try:
-        return bool(json.loads(side.read_text(encoding="utf-8")).get("jieba", False))
-    except (json.JSONDecodeError, AttributeError):
-        raise UserError("invalid tokenizer side file", path=str(side)) from None
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise UserError("invalid tokenizer side file", path=str(side))
+    return data
+
+
+def backend_file(folder: str | Path) -> Path:
+    """The folder's `tokenizers` JSON: tokenizer_jieba.json for a jieba tokenizer, else tokenizer.json."""
+    jieba = Path(folder) / JIEBA_BACKEND_FILE
+    return jieba if jieba.is_file() else Path(folder) / "tokenizer.json"
 
 
 def load_backend(folder: str | Path) -> tuple[Tokenizer, bool]:
     """Light loader for worker processes: the raw `tokenizers.Tokenizer` + jieba flag."""
     folder = Path(folder)
-    backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    return _plain_backend(backend), _read_jieba_flag(folder)
+    backend = Tokenizer.from_file(str(backend_file(folder)))
+    return _plain_backend(backend), bool(_read_side(folder).get("jieba", False))
 
 
 def _bpe_trainer(vocab_size: int, min_frequency: int) -> trainers.BpeTrainer:
@@ -141,7 +116,8 @@ def _bpe_trainer(vocab_size: int, min_frequency: int) -> trainers.BpeTrainer:
 class TextTokenizer:
     """A fast HF tokenizer plus the few ids and flags transfergen needs."""
 
-    def __init__(self, hf: PreTrainedTokenizerFast, jieba: bool = False, source: str | None = None):
+    def __init__(self, hf: PreTrainedTokenizerFast, jieba: bool = False, source: str | None = None,
+                 task_format: dict[str, Any] | None = None):
         if not getattr(hf, "is_fast", False):
             raise UserError("not a fast tokenizer (needs tokenizer.json)", path=source)
         if hf.eos_token_id is None:
@@ -155,6 +131,8 @@ class TextTokenizer:
         self._bos = int(hf.bos_token_id) if hf.bos_token_id is not None else self._eos
         self._pad = int(hf.pad_token_id) if hf.pad_token_id is not None else self._eos
         self._sep = int(hf.sep_token_id) if hf.sep_token_id is not None else None
+        # {"prompt": ..., "max_source_tokens": ...} of the task a fine-tuned model learned
+        self.task_format = task_format
 
     # -- construction -------------------------------------------------------
 
@@ -171,9 +149,12 @@ class TextTokenizer:
                                 _bpe_trainer(vocab_size, min_frequency))
         if counter[0] == 0:
             raise UserError("no documents to train the tokenizer on")
-        from transformers import PreTrainedTokenizerFast
+        if jieba:  # the HF class that pre-segments as `encode` does (saved with its code)
+            from .jieba_tokenizer import JiebaBPETokenizerFast as HFClass
+        else:
+            from transformers import PreTrainedTokenizerFast as HFClass
 
-        hf = PreTrainedTokenizerFast(
+        hf = HFClass(
             tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, sep_token=SEP,
             # Cleanup would rewrite " ." to "." on decode and break losslessness.
             clean_up_tokenization_spaces=False,
@@ -186,24 +167,35 @@ class TextTokenizer:
         folder = Path(path)
         if not folder.is_dir():
             raise UserError("tokenizer folder not found", path=str(folder))
-        from transformers import AutoTokenizer
-
-        refuse_custom_code(folder)
+        refuse_custom_code(folder)  # our own jieba auto_map passes: its class is ours (below)
+        side = _read_side(folder)
+        jieba = bool(side.get("jieba", False))
+        if jieba:  # our own class, imported from transfergen: no code from the folder runs
+            from .jieba_tokenizer import JiebaBPETokenizerFast as HFClass
+        else:
+            from transformers import AutoTokenizer as HFClass
         try:
-            hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            hf = HFClass.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise UserError(f"could not load a tokenizer ({type(exc).__name__}: {first})",
                             path=str(folder)) from None
-        return cls(hf, jieba=_read_jieba_flag(folder), source=str(folder))
+        return cls(hf, jieba=jieba, source=str(folder), task_format=side.get("task_format"))
 
     def save(self, path: str | Path) -> None:
-        """Write the HF tokenizer files plus the jieba side file into folder `path`."""
+        """Write the HF tokenizer files plus the side file (jieba flag, task format) into `path`."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.hf.save_pretrained(str(folder))
-        side = {"jieba": self._jieba, "special_tokens": list(SPECIAL_TOKENS)}
-        (folder / SIDE_FILE).write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
+        side = {"jieba": self._jieba, "special_tokens": list(SPECIAL_TOKENS),
+                **({"task_format": self.task_format} if self.task_format else {})}
+        (folder / SIDE_FILE).write_text(json.dumps(side, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def set_task_format(self, prompt: str, max_source_tokens: int, chat_template: str) -> None:
+        """Record the prompt format a model is fine-tuned with: in the side file for transfergen,
+        as the tokenizer's `chat_template` for plain transformers (saved with the tokenizer)."""
+        self.task_format = {"prompt": prompt, "max_source_tokens": max_source_tokens}
+        self.hf.chat_template = chat_template
 
     # -- encode / decode ----------------------------------------------------
 

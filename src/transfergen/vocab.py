@@ -255,7 +255,7 @@ def add_tokens(tok: TextTokenizer, new_tokens: Sequence[str]) -> TextTokenizer:
     ids = hf.convert_tokens_to_ids(fresh)
     if ids != list(range(tok.vocab_size, tok.vocab_size + len(fresh))):
         raise UserError("added tokens did not get consecutive ids after the old vocabulary")
-    return TextTokenizer(hf, jieba=tok.jieba)
+    return TextTokenizer(hf, jieba=tok.jieba, task_format=tok.task_format)
 
 
 def _embedding(model: nn.Module) -> torch.Tensor:

@@ -16,7 +16,9 @@ order shared by all ranks (`IndexSampler`), right padding to the batch's longest
 
 from __future__ import annotations
 
+import json
 import logging
+import string
 
 import numpy as np
 import torch
@@ -51,6 +53,40 @@ def prompt_ids(tok: TextTokenizer, cfg: TaskConfig, source: str) -> list[int]:
     """What generation starts from: [bos] + prompt + [sep] (prompt truncated as in training)."""
     ids, _ = _prompt_tokens(tok, cfg, source)
     return [tok.bos_id, *ids, sep_id(tok)]
+
+
+def chat_template(tok: TextTokenizer, cfg: TaskConfig) -> str:
+    """A Jinja chat template that writes a user message as training wrote the prompt,
+    [bos] prompt(content) [sep], and an assistant message as target [eos]: what a
+    fine-tuned folder records, so that plain transformers prompts it the same way.
+
+    Literal text goes in as Jinja string literals (never as template text), so quotes,
+    braces and newlines in the prompt cannot change the template's meaning."""
+    bos, sep, eos = tok.hf.convert_ids_to_tokens([tok.bos_id, sep_id(tok), tok.eos_id])
+    user = [_literal(bos)]
+    for text, field_name, _, _ in string.Formatter().parse(cfg.prompt):
+        user.append(_literal(text) if text else "")
+        if field_name is not None:  # `{source}` (check_task_config allows no other field)
+            user.append("{{ message['content'] }}")
+    user.append(_literal(sep))
+    return ("{% for message in messages %}{% if message['role'] == 'user' %}" + "".join(user)
+            + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}" + _literal(eos)
+            + "{% endif %}{% endfor %}")
+
+
+def _literal(text: str) -> str:
+    """`text` as a Jinja expression printing it (JSON string escapes are Jinja's too)."""
+    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}"
+
+
+def recorded_prompt_ids(tok: TextTokenizer, sources: list[str]) -> list[list[int]]:
+    """[bos] prompt [sep] for each source, in the format the model's folder records
+    (`TextTokenizer.task_format`, written by fine-tuning); UserError for a folder without one."""
+    fmt = tok.task_format
+    if not fmt:
+        raise UserError("this model records no task format (fine-tuned models do): give --prompt instead")
+    cfg = TaskConfig(prompt=str(fmt["prompt"]), max_source_tokens=int(fmt["max_source_tokens"]))
+    return [prompt_ids(tok, cfg, s) for s in sources]
 
 
 def encode_example(tok: TextTokenizer, cfg: TaskConfig, ex: Example) -> tuple[list[int], list[int], bool]:

@@ -16,6 +16,7 @@ file and, where there is one, the line.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,9 @@ def check_task_config(cfg: TaskConfig, path: str | None = None) -> None:
         raise bad(f"task.prompt {cfg.prompt!r} is not a valid template with {{source}} ({exc!r})") from None
     if "{source}" not in cfg.prompt:
         raise bad(f"task.prompt {cfg.prompt!r} must contain {{source}}")
+    if any(f is not None and (spec or conv) for _, f, spec, conv in string.Formatter().parse(cfg.prompt)):
+        raise bad(f"task.prompt {cfg.prompt!r}: write {{source}} without a conversion or format spec "
+                  f"(the prompt format travels with the model as a chat template, which has neither)")
     _check_fields(cfg, bad)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UserError
-from ..tokenizer import jieba_cut, jieba_version
+from ..jieba_segment import jieba_cut, jieba_version
 
 ZH_MODES = ("jieba", "char")
 _CJK_LANGS = {"zh", "cmn", "yue", "wuu", "ja", "ko"}
