@@ -119,6 +119,38 @@ def test_lora_saves_plain_weights_and_resumes_exactly(pretrained, task_file, tmp
     torch.testing.assert_close(load_model(killed).state_dict(), model.state_dict(), rtol=0, atol=0)
 
 
+def test_lora_run_writes_a_peft_adapter_with_the_merged_logits(pretrained, task_file, tmp_path):
+    """PeftModel.from_pretrained(base, FT/adapter) is the merged model FT/, logit for logit."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    lora = {"strategy": {"name": "lora", "lora_rank": 4, "lora_alpha": 8.0, "lora_lr": 1e-2,
+                         "lora_targets": ["q_proj", "v_proj", "down_proj"]}}
+    run = tmp_path / "lora"
+    run_finetune(ft_config(run, str(pretrained), task_file, **lora))
+    adapter = run / "adapter"
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        str(pretrained.resolve())
+    x = torch.randint(4, 300, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(run)(input_ids=x).logits
+        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(pretrained), adapter)(input_ids=x).logits
+        base = AutoModelForCausalLM.from_pretrained(pretrained)(input_ids=x).logits
+    assert (merged - base).abs().max() > 1e-2  # the adapters changed the model
+    torch.testing.assert_close(peft, merged, rtol=1e-5, atol=1e-5)
+    assert (run / "checkpoints" / "step-0000012" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_lora_writes_no_adapter_that_would_not_rebuild_the_model(pretrained, task_file, tmp_path):
+    short = {"train": {"max_steps": 2, "save_every": 2, "eval_every": 2}}
+    run_finetune(ft_config(tmp_path / "s", "scratch", task_file, strategy={"name": "lora"},
+                           model={"like": str(pretrained)}, **short))
+    assert not (tmp_path / "s" / "adapter").exists()
+    setup = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[0])
+    assert any("no adapter/ (the initial weights are no model folder's" in line for line in setup["strategy_log"])
+
+
 def test_vocab_extension_grows_model_and_tokenizer(pretrained, task_file, tmp_path):
     zh = tmp_path / "zh.txt"
     rng = random.Random(0)

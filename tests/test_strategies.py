@@ -362,3 +362,20 @@ def test_gradual_through_the_loop_keeps_pending_still_until_unfrozen(model, tmp_
     # steps 0, 1, 2 train the top 1, 2, 3 blocks: block 0 and the embedding never moved.
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]) == n.startswith((block(0), "model.embed_tokens")), n
+
+
+def test_lora_adapter_only_when_the_adapters_alone_rebuild_the_model(model, tmp_path):
+    """An adapter is planned for a base folder; not when base weights train as well."""
+    from transfergen.strategies import Plan
+
+    plan = Plan(base=str(tmp_path))
+    STRATEGIES["lora"](model, StrategyConfig(name="lora"), plan)
+    plan.finalizers[0]()
+    assert plan.save_extra is not None
+    plan.save_extra(model, tmp_path)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    plan2, other = Plan(base=str(tmp_path)), build_model(SHAPE, seed=0)
+    STRATEGIES["lora"](other, StrategyConfig(name="lora"), plan2)
+    other.model.norm.weight.requires_grad_(True)  # as if a later entry trained a base weight
+    plan2.finalizers[0]()
+    assert plan2.save_extra is None and "'model.norm.weight' trains too" in plan2.log[-1]

@@ -8,6 +8,7 @@ Layout of a run folder:
         training_state.pt    optimizer moments + RNG states (tensors only)
         training_weights.safetensors   the un-exported training weights, when the saved
                              model differs from the trained one (LoRA adapters merged)
+        adapter/             LoRA runs: the adapters alone, in PEFT format (copied to RUN/adapter/)
         trainer_state.json   step, tokens seen, data position, wall time
 
 A checkpoint is written into `checkpoints/.tmp-*` and renamed into place only when
@@ -90,14 +91,14 @@ def _write_error(why: str, what: str, run_dir: Path) -> UserError:
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer: Any,
                     optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
-                    export: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
+                    export: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+                    extra: Callable[[torch.nn.Module, Path], None] | None = None) -> Path:
     """Write checkpoint `step` atomically, refresh the top-level model, prune old ones.
 
     With `export`, the HF folder holds `export(model)` (e.g. LoRA merged) and the raw
-    training weights go to training_weights.safetensors so a resume continues exactly.
+    training weights go to training_weights.safetensors so a resume continues exactly;
+    `extra(model, folder)` writes further files (LoRA's adapter/).
     """
-    from .hub import save_model
-
     run_dir = Path(run_dir)
     root = run_dir / "checkpoints"
     final = root / f"step-{step:07d}"
@@ -106,7 +107,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_model(export(model) if export is not None else model, tmp)
+        _write_model(tmp, model, export, extra)
         _write_training_state(tmp, model, tokenizer, optimizer, state, export is not None)
     except Exception as exc:  # noqa: BLE001 - torch/safetensors report a full disk as their own errors
         why = write_problem(exc, root)
@@ -115,6 +116,16 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
     _commit(tmp, final, run_dir)
     _prune(root, keep)
     return final
+
+
+def _write_model(folder: Path, model: torch.nn.Module, export: Callable[[torch.nn.Module], torch.nn.Module] | None,
+                 extra: Callable[[torch.nn.Module, Path], None] | None) -> None:
+    """The model part of a checkpoint or best/: the exported model and the strategy's own files."""
+    from .hub import save_model
+
+    save_model(export(model) if export is not None else model, folder)
+    if extra is not None:
+        extra(model, folder)
 
 
 def _commit(tmp: Path, final: Path, run_dir: Path) -> None:
@@ -141,21 +152,21 @@ def _write_training_state(tmp: Path, model: torch.nn.Module, tokenizer: Any, opt
                "python_rng": list(random.getstate()[1])}
     torch.save(tensors, tmp / TENSOR_STATE_FILE)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def save_best(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any,
-              export: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Path:
+              export: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+              extra: Callable[[torch.nn.Module, Path], None] | None = None) -> Path:
     """Replace RUN/best/ (an HF model folder) with `model`, never leaving no best behind."""
-    from .hub import save_model
-
     run_dir = Path(run_dir)
     best, tmp, old = run_dir / "best", run_dir / ".best.tmp", run_dir / ".best.old"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_model(export(model) if export is not None else model, tmp)
+        _write_model(tmp, model, export, extra)
         tokenizer.save(tmp)
     except Exception as exc:  # noqa: BLE001 - as in save_checkpoint
         why = write_problem(exc, run_dir)
@@ -211,18 +222,34 @@ def _is_tied_copy(model: torch.nn.Module, name: str) -> bool:
     return p is not None and any(q is p for k, q in params.items() if k != name)
 
 
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Hard-link `src` to `dst` (no extra disk), copying where links are impossible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def export_model_files(ckpt: Path, run_dir: Path) -> None:
-    """Make RUN/ itself an HF model folder: hard-link (or copy) each file, swap atomically."""
+    """Make RUN/ itself an HF model folder: hard-link (or copy) each file, swap atomically;
+    a folder (adapter/) is built beside its old copy and swapped in with two renames."""
     for src in sorted(ckpt.iterdir()):
-        if src.name in _EXPORT_SKIP or not src.is_file():
+        if src.name in _EXPORT_SKIP:
             continue
         tmp = run_dir / f".{src.name}.tmp"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, run_dir / src.name)
+        if src.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp, copy_function=_link_or_copy)
+            old = run_dir / f".{src.name}.old.tmp"  # a TEMPORARIES name: a kill leaves nothing lasting
+            shutil.rmtree(old, ignore_errors=True)
+            if (run_dir / src.name).exists():
+                os.replace(run_dir / src.name, old)
+            os.replace(tmp, run_dir / src.name)
+            shutil.rmtree(old, ignore_errors=True)
+        elif src.is_file():
+            tmp.unlink(missing_ok=True)
+            _link_or_copy(src, tmp)
+            os.replace(tmp, run_dir / src.name)
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -90,7 +90,9 @@ def run_finetune(cfg: RunConfig) -> dict:
         tok, model = _extend_vocab(cfg, tok, model, s)
         # Saved with every checkpoint: transfergen generate --source and HF's chat template prompt alike.
         tok.set_task_format(cfg.task.prompt, cfg.task.max_source_tokens, chat_template(tok, cfg.task))
-        result = apply_strategy(model, cfg.strategy, cfg.train)
+        # A grown vocabulary is no longer the init folder's model: nothing to name as LoRA's base.
+        base = cfg.init if cfg.init != "scratch" and cfg.vocab.add == 0 else None
+        result = apply_strategy(model, cfg.strategy, cfg.train, base=base)
         if s.last_checkpoint is not None:
             _restore_weights(model, s.last_checkpoint)
         t = cfg.train

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     import torch.nn as nn
 
@@ -38,12 +40,15 @@ class Hooks:
     into plain weights); None saves the training model itself.
     evaluate(model) -> dict: extra numbers for each evaluation record (e.g. generation
     metrics on a fixed validation subset), computed on rank 0.
+    save_extra(model, folder): write more files into a checkpoint (or best/) folder beside the
+    exported model, e.g. LoRA's adapter/ in PEFT format; RUN/ gets them with the model.
     """
 
     on_step: list[Callable[[int, torch.optim.Optimizer], None]] = field(default_factory=list)
     loss_terms: list[Callable[[], torch.Tensor]] = field(default_factory=list)
     export: Callable[[nn.Module], nn.Module] | None = None
     evaluate: Callable[[nn.Module], dict] | None = None
+    save_extra: Callable[[nn.Module, Path], None] | None = None
 
 
 def describe_groups(model: nn.Module, groups: Iterable[ParamGroup | dict[str, Any]]) -> dict[str, Any]:

@@ -155,12 +155,12 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
 
 
 def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainConfig, info: DistInfo,
-          export: Callable | None) -> None:
+          hooks: Hooks) -> None:
     run.state["data"] = batches.state_dict()
     run.state["grad_scaler"] = run.precision.state_dict()
     if info.is_main:
         ckpt.save_checkpoint(run_dir, run.state["step"], run.raw, tokenizer, run.optimizer,
-                             run.state, keep=cfg.keep_checkpoints, export=export)
+                             run.state, keep=cfg.keep_checkpoints, export=hooks.export, extra=hooks.save_extra)
 
 
 def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device, hooks: Hooks) -> dict:
@@ -188,7 +188,7 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
 
 
 def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokenizer,
-                export: Callable | None, info: DistInfo) -> bool:
+                hooks: Hooks, info: DistInfo) -> bool:
     """Save RUN/best/ when `best_metric` improves; True when patience has run out."""
     metric = cfg.best_metric
     if metric is None or not info.is_main:
@@ -198,7 +198,7 @@ def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokeni
                           f"numbers ({', '.join(k for k in record if k != 'step')})")
     best = run.state.get("best") or {}
     if _improved(metric, record[metric], best.get("value")):
-        ckpt.save_best(run_dir, run.raw, tokenizer, export)
+        ckpt.save_best(run_dir, run.raw, tokenizer, hooks.export, hooks.save_extra)
         run.state["best"] = {"metric": metric, "value": record[metric], "step": record["step"], "waited": 0}
         return False
     best["waited"] = best.get("waited", 0) + 1
@@ -221,7 +221,7 @@ def _evaluate(run: _Run, val: list, cfg: TrainConfig, run_dir: Path, tokenizer: 
     if info.is_main:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in rec.items() if k not in ("step", "tokens", "flops", "elapsed_s"))
         bar.write(f"[transfergen] step {run.state['step']}: {shown}", file=sys.stderr)
-    return any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info), info)
+    return any_rank_true(_track_best(run, rec, cfg, run_dir, tokenizer, hooks, info), info)
 
 
 def _loop(run: _Run, batches: BatchSource, val: list, cfg: TrainConfig, run_dir: Path, tokenizer: Any,
@@ -229,7 +229,7 @@ def _loop(run: _Run, batches: BatchSource, val: list, cfg: TrainConfig, run_dir:
     """Steps until max_steps, the time budget or early stopping; evaluations and checkpoints on the way."""
     if cfg.eval_at_start and run.state["step"] == 0:  # the starting point: transfer's head start
         rec = _eval_and_log(run, val, cfg, info, device, hooks)
-        _track_best(run, rec, cfg, run_dir, tokenizer, hooks.export, info)
+        _track_best(run, rec, cfg, run_dir, tokenizer, hooks, info)
     run.model.train()
     start, start_elapsed = time.perf_counter(), run.state["elapsed_s"]
     window_t, window_tokens = time.perf_counter(), 0
@@ -254,7 +254,7 @@ def _loop(run: _Run, batches: BatchSource, val: list, cfg: TrainConfig, run_dir:
             stop = True
             _say(info, f"early stop: no better {cfg.best_metric} for {cfg.patience} evaluations")
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
-            _save(run, run_dir, tokenizer, batches, cfg, info, hooks.export)
+            _save(run, run_dir, tokenizer, batches, cfg, info, hooks)
         if stop:
             if out_of_time:
                 _say(info, f"time budget of {cfg.max_minutes} min reached at step {step}")

@@ -10,6 +10,7 @@ into AdamW parameter groups, which keep their lr ratios under the loop's schedul
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
@@ -50,6 +51,8 @@ class Plan:
     no_decay: set[str] = field(default_factory=set)  # exempt from plain weight decay (L2-SP's)
     applied: list[str] = field(default_factory=list)  # entries run so far, in order
     finalizers: list[Callable[[], None]] = field(default_factory=list)  # run after all entries
+    save_extra: Callable[[nn.Module, Path], None] | None = None  # more files per checkpoint (adapter/)
+    base: str | None = None  # the model folder the initial weights came from (None: scratch, grown vocab)
 
     def scale(self, names: list[str], factor: float) -> None:
         """Multiply the lr of `names` by `factor`, so entries compose."""
@@ -191,9 +194,13 @@ def strategy_entries(name: str) -> list[str]:
     return names
 
 
-def apply_strategy(model: nn.Module, scfg: StrategyConfig, tcfg: TrainConfig) -> StrategyResult:
-    """Run the entries of `scfg.name` in order on `model` (in place) and build its groups."""
-    plan = Plan()
+def apply_strategy(model: nn.Module, scfg: StrategyConfig, tcfg: TrainConfig,
+                   base: str | None = None) -> StrategyResult:
+    """Run the entries of `scfg.name` in order on `model` (in place) and build its groups.
+
+    `base`: the model folder whose weights `model` holds (None for scratch weights or a grown
+    vocabulary); LoRA names it in its adapter's config."""
+    plan = Plan(base=base)
     for name in strategy_entries(scfg.name):
         STRATEGIES[name](model, scfg, plan)
         plan.applied.append(name)
@@ -203,4 +210,5 @@ def apply_strategy(model: nn.Module, scfg: StrategyConfig, tcfg: TrainConfig) ->
     if not groups:
         raise ConfigError(f"strategy.name: '{scfg.name}' leaves no parameter to train")
     plan.hooks.export = plan.export  # checkpoints save the exported (e.g. LoRA-merged) model
+    plan.hooks.save_extra = plan.save_extra
     return StrategyResult(groups, plan.hooks, _summary(model, plan))

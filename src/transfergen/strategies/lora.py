@@ -2,18 +2,27 @@
 
 Training runs on the PEFT-injected model; `plan.export` merges the adapters into plain
 weights (on a copy), so the saved folder is an ordinary model that loads without PEFT.
+Every checkpoint also holds `adapter/` (adapter_config.json + adapter_model.safetensors,
+PEFT's format), so `PeftModel.from_pretrained(base, RUN/adapter)` rebuilds the merged model
+from the base folder: written only when that holds (nothing but the adapters trains, no
+weight was re-initialised, the run starts from a model folder with its own vocabulary).
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..config import StrategyConfig
 from ..errors import ConfigError
+from ..model import HFCausalLM
 from .base import Plan, register
+
+ADAPTER_DIR = "adapter"
 
 
 def _is_adaptable(module: nn.Module) -> bool:
@@ -74,11 +83,48 @@ def lora(model: nn.Module, opts: StrategyConfig, plan: Plan) -> None:
     if opts.lora_lr is not None:
         plan.lr_abs.update({n: opts.lora_lr for n in adapters})
     plan.export = _chain(plan.export, merge_lora)
+    plan.finalizers.append(lambda: _plan_adapter(model, plan, cfg, set(adapters)))
     count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lr = f"lr {opts.lora_lr}" if opts.lora_lr is not None else "lr = train.lr"
     plan.log.append(f"lora: rank {opts.lora_rank}, alpha {opts.lora_alpha} on {len(found)} modules "
                     f"({', '.join(sorted(set(opts.lora_targets)))}); {count:,} adapter parameters, {lr}; "
                     f"base weights frozen; export merges the adapters")
+
+
+def _plan_adapter(model: nn.Module, plan: Plan, cfg: Any, adapters: set[str]) -> None:
+    """After all entries: save adapter/ with each checkpoint if the adapters alone, on the base
+    folder's weights, give the trained model; otherwise say in the log why there is none."""
+    params = dict(model.named_parameters())
+    trains = [n for n, p in params.items() if (p.requires_grad or n in plan.pending) and n not in adapters]
+    changed = sorted(plan.new_params - adapters)
+    reason = ("the initial weights are no model folder's (scratch, or a grown vocabulary)" if plan.base is None
+              else f"'{trains[0]}' trains too" if trains else f"'{changed[0]}' was re-initialised" if changed
+              else None)
+    if reason:
+        plan.log.append(f"lora: no adapter/ ({reason}): PeftModel could not rebuild the model from a base")
+        return
+    # Our names are the HF model's; HFCausalLM wraps it as `hf`.
+    prefix = "hf." if isinstance(model, HFCausalLM) else ""
+    peft_cfg = copy.deepcopy(cfg)
+    peft_cfg.target_modules = sorted(n.removeprefix(prefix) for n in cfg.target_modules)
+    peft_cfg.base_model_name_or_path = str(Path(plan.base).resolve())
+    peft_cfg.task_type = "CAUSAL_LM"
+    plan.save_extra = lambda m, folder: write_adapter(m, folder / ADAPTER_DIR, peft_cfg, prefix)
+    plan.log.append(f"lora: {ADAPTER_DIR}/ holds the adapters in PEFT format (base: {plan.base})")
+
+
+@torch.no_grad()
+def write_adapter(model: nn.Module, folder: Path, peft_cfg: Any, prefix: str = "") -> None:
+    """`model`'s adapters as PeftModel.save_pretrained writes them: adapter_config.json and
+    adapter_model.safetensors, tensors named base_model.model.<module path in the HF model>."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = get_peft_model_state_dict(model)  # adapter name dropped, as PEFT saves
+    tensors = {"base_model.model." + k.removeprefix(prefix): v.detach().cpu().contiguous() for k, v in state.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_cfg.save_pretrained(str(folder))
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
 def _chain(first, second):
