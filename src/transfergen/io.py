@@ -79,23 +79,22 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 class MetricsLog:
-    """metrics.jsonl (and TensorBoard when installed), written by rank 0 only."""
+    """metrics.jsonl, and the trackers of `train.report_to` (tracking.py), written by rank 0 only."""
 
-    def __init__(self, run_dir: Path, enabled: bool, truncate_after: int | None = None):
+    def __init__(self, run_dir: Path, enabled: bool, truncate_after: int | None = None,
+                 report_to: list[str] | None = None):
+        from .tracking import open_trackers
+
         self.path = run_dir / METRICS_FILE
         self.enabled = enabled
-        self.tb = None
+        self.trackers: list = []
         if not enabled:
             return
         if truncate_after is None:  # a fresh run: drop records of an earlier, checkpoint-less try
             self.path.unlink(missing_ok=True)
         else:
             self._truncate(truncate_after)
-        try:  # optional: TensorBoard only when the package is installed
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # noqa: BLE001 - missing tensorboard is not an error
-            self.tb = None
+        self.trackers = open_trackers(report_to or [], run_dir, resumed=truncate_after is not None)
 
     def _truncate(self, step: int) -> None:
         """On resume, drop records past the checkpoint so curves have no duplicate steps."""
@@ -105,16 +104,20 @@ class MetricsLog:
         write_text_atomic(self.path, "".join(json.dumps(rec) + "\n" for rec in keep))
 
     def write(self, record: dict) -> None:
-        """Append one record (a JSON line); numbers also go to TensorBoard."""
+        """Append one record (a JSON line); its numbers also go to every tracker."""
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        if self.tb is not None and "step" in record:
-            for key, val in record.items():
-                if isinstance(val, (int, float)) and key != "step":
-                    self.tb.add_scalar(key, val, record["step"])
+        if self.trackers and "step" in record:
+            from .tracking import numbers
+
+            values = numbers(record)
+            for tracker in self.trackers:
+                tracker.log(values, int(record["step"]))
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        """Finish every tracker run (metrics.jsonl needs no closing)."""
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []

@@ -112,7 +112,8 @@ def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGr
         _say(info, f"resumed from {last} at step {state['step']}")
     precision = Precision.for_run(resolve_dtype(cfg.dtype, device), device)
     precision.load_state_dict(state.get("grad_scaler"))
-    metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None)
+    metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None,
+                         report_to=cfg.report_to)
     wrapped = DDP(model) if info.enabled else model
     return _Run(wrapped, model, optimizer, schedule_for(cfg), metrics, state, precision)
 
