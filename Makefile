@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test test-fast lint venv
+.PHONY: demo test test-fast test-min lint venv
 
 demo: $(STAMP)
 	$(BIN)/transfergen demo $(ARGS)
@@ -23,6 +23,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# The lowest supported versions (constraints/lowest.txt: pyproject's lower bounds, pinned) in
+# a venv of their own, then the fast tests. torch stays the CPU wheel.
+test-min:
+	test -x .venv-min/bin/python || $(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check -c constraints/lowest.txt -e ".[test]"
+	.venv-min/bin/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

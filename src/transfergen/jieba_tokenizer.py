@@ -54,8 +54,10 @@ class JiebaBPETokenizerFast(PreTrainedTokenizerFast):
             text, text_pair = _segment(text), _segment(text_pair)
         return super()._encode_plus(text, text_pair, *args, is_split_into_words=True, **kwargs)
 
-    def _batch_encode_plus(self, batch: Any, *args: Any, is_split_into_words: bool = False, **kwargs: Any) -> Any:
+    def _batch_encode_plus(self, batch_text_or_text_pairs: Any, *args: Any, is_split_into_words: bool = False,
+                           **kwargs: Any) -> Any:
         """transformers 4.x routes every encode through here (5.x through `_encode_plus`)."""
+        batch = batch_text_or_text_pairs
         if not is_split_into_words:
             batch = _segment(list(batch))
         return super()._batch_encode_plus(batch, *args, is_split_into_words=True, **kwargs)

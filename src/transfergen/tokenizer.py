@@ -158,6 +158,8 @@ class TextTokenizer:
             tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, sep_token=SEP,
             # Cleanup would rewrite " ." to "." on decode and break losslessness.
             clean_up_tokenization_spaces=False,
+            # What a causal LM takes: no token_type_ids, which generate(**inputs) would refuse.
+            model_input_names=["input_ids", "attention_mask"],
         )
         return cls(hf, jieba=jieba)
 

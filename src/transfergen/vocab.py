@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import heapq
+import inspect
 import json
 import re
 from collections import Counter, defaultdict
@@ -305,7 +306,9 @@ def resize_embeddings(model: nn.Module, new_rows: torch.Tensor) -> nn.Module:
         inner.shape = dataclasses.replace(inner.shape, vocab_size=n_old + n_new)
     else:
         hf = inner.hf
-        hf.resize_token_embeddings(n_old + n_new, mean_resizing=False)
+        # The new rows are overwritten below: skip transformers' mean init (>= 4.46) where it has one.
+        quiet = "mean_resizing" in inspect.signature(hf.resize_token_embeddings).parameters
+        hf.resize_token_embeddings(n_old + n_new, **({"mean_resizing": False} if quiet else {}))
         hf.get_input_embeddings().weight[n_old:] = rows
         head = hf.get_output_embeddings()
         if head is not None and head.weight is not hf.get_input_embeddings().weight:
