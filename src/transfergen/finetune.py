@@ -57,6 +57,12 @@ def _extend_vocab(cfg: RunConfig, tok: TextTokenizer, model: torch.nn.Module, s:
     return tok, model
 
 
+def _base_folder(cfg: RunConfig) -> str | None:
+    """The model folder whose weights the run starts from (LoRA's adapter names it); None for
+    scratch, and for a grown vocabulary, which no longer is that folder's model."""
+    return cfg.init if cfg.init != "scratch" and cfg.vocab.add == 0 else None
+
+
 def _restore_weights(model: torch.nn.Module, ckpt: Path) -> None:
     """Resume: the raw training weights if saved (LoRA), else the checkpoint's model."""
     if not load_training_weights(ckpt, model):
@@ -90,9 +96,7 @@ def run_finetune(cfg: RunConfig) -> dict:
         tok, model = _extend_vocab(cfg, tok, model, s)
         # Saved with every checkpoint: transfergen generate --source and HF's chat template prompt alike.
         tok.set_task_format(cfg.task.prompt, cfg.task.max_source_tokens, chat_template(tok, cfg.task))
-        # A grown vocabulary is no longer the init folder's model: nothing to name as LoRA's base.
-        base = cfg.init if cfg.init != "scratch" and cfg.vocab.add == 0 else None
-        result = apply_strategy(model, cfg.strategy, cfg.train, base=base)
+        result = apply_strategy(model, cfg.strategy, cfg.train, base=_base_folder(cfg))
         if s.last_checkpoint is not None:
             _restore_weights(model, s.last_checkpoint)
         t = cfg.train

@@ -283,6 +283,14 @@ def init_rows_from_pieces(old_tok: TextTokenizer, model: nn.Module,
     return torch.stack(rows).to(weight.dtype) if rows else weight.new_zeros(0, weight.shape[1])
 
 
+_NO_MEAN_INIT = {"mean_resizing": False}
+
+
+def _has_mean_init(hf: nn.Module) -> bool:
+    """Whether this transformers' resize_token_embeddings takes `mean_resizing` (>= 4.46)."""
+    return "mean_resizing" in inspect.signature(hf.resize_token_embeddings).parameters
+
+
 @torch.no_grad()
 def resize_embeddings(model: nn.Module, new_rows: torch.Tensor) -> nn.Module:
     """Append `new_rows` (n_new, d) to the input embedding; the tied head grows with it.
@@ -307,8 +315,7 @@ def resize_embeddings(model: nn.Module, new_rows: torch.Tensor) -> nn.Module:
     else:
         hf = inner.hf
         # The new rows are overwritten below: skip transformers' mean init (>= 4.46) where it has one.
-        quiet = "mean_resizing" in inspect.signature(hf.resize_token_embeddings).parameters
-        hf.resize_token_embeddings(n_old + n_new, **({"mean_resizing": False} if quiet else {}))
+        hf.resize_token_embeddings(n_old + n_new, **_NO_MEAN_INIT if _has_mean_init(hf) else {})
         hf.get_input_embeddings().weight[n_old:] = rows
         head = hf.get_output_embeddings()
         if head is not None and head.weight is not hf.get_input_embeddings().weight:
