@@ -171,3 +171,14 @@ def test_each_format_finetunes_through_the_cli(fmt, name, tiny_pretrained, tmp_p
     assert records[0]["train_examples"] == 44 and records[0]["val_examples"] == 8
     assert any(r.get("step") == 4 and "val_loss" in r for r in records)
     assert (out / "model.safetensors").is_file()
+
+
+def test_bad_column_stops_finetune_with_one_line(tiny_pretrained, tmp_path, capsys):
+    path = write("parquet", tmp_path / "d.parquet", rows(30))
+    (tmp_path / "task.yaml").write_text(f"reader: parquet\npath: {path}\nsource_field: text\n", encoding="utf-8")
+    assert main(["finetune", "--init", str(tiny_pretrained), "--task", str(tmp_path / "task.yaml"),
+                 "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"transfergen: error: {path}: no column 'text' (task.source_field); "
+                   "the columns are: src, tgt, refs\n")
+    assert not (tmp_path / "ft").exists()  # stopped before anything was written
