@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transfergen.config import ModelConfig, TaskConfig
 from transfergen.data.seq2seq import chat_template, encode_example, prompt_ids
 from transfergen.data.tasks import Example
+from transfergen.errors import UserError
 from transfergen.hub import hf_config
 from transfergen.model import resolve_shape
 from transfergen.tokenizer import TextTokenizer
@@ -111,6 +112,12 @@ def test_jieba_tokenizer_is_refused_without_its_code(jieba_dir, tmp_path):
     with pytest.raises((ValueError, OSError)):
         AutoTokenizer.from_pretrained(str(model))
     assert TextTokenizer.load(model).encode("中国人民") == TextTokenizer.load(jieba_dir).encode("中国人民")
+    # transfergen passes its own class's auto_map (it imports its installed copy), and no other.
+    config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["auto_map"]["AutoTokenizer"][1] = "jieba_tokenizer.Planted"
+    (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(UserError, match="asks to run its own Python code"):
+        TextTokenizer.load(model)
 
 
 def test_plain_tokenizer_round_trip(tmp_path):

@@ -104,6 +104,17 @@ def test_corpora_stream_from_every_format(tmp_path):
     assert len(rest) == 4 * 3000 - 1 and rest[-1] == "document number 2999."
 
 
+def test_pretrain_reads_a_datasets_folder(tmp_path, one_thread):
+    from conftest import make_corpus, tiny_config
+    from transfergen.pretrain import run_pretrain
+
+    lines = make_corpus(tmp_path / "c.txt").read_text(encoding="utf-8").splitlines()
+    datasets.Dataset.from_dict({"body": lines}).save_to_disk(str(tmp_path / "corpus"))
+    cfg = tiny_config(tmp_path / "corpus", tmp_path / "run", data={"text_field": "body"}, train={"max_steps": 3})
+    run_pretrain(cfg)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
 def test_dataset_dict_corpus_reads_train(tmp_path):
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": ["a b c", "d e f"]}),
                                "test": datasets.Dataset.from_dict({"body": ["held out"]})})
@@ -147,7 +158,7 @@ def test_csv_errors_and_field_keys_need_a_column_reader(tmp_path):
         load_task(TaskConfig(reader="tsv", path=str(tmp_path / "x.tsv"), source_field="src"))
 
 
-def test_missing_extra_gives_the_install_hint(tmp_path, monkeypatch):
+def test_missing_extra_gives_the_install_hint(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
     pq_file = tmp_path / "d.parquet"
     pq_file.write_bytes(b"PAR1")
@@ -155,6 +166,8 @@ def test_missing_extra_gives_the_install_hint(tmp_path, monkeypatch):
                                         r"pip install 'transfergen\[data\]'"):
         load_task(task("parquet", pq_file))
     assert main(["pretrain", "--corpus", str(pq_file), "--out", str(tmp_path / "r")]) == 2
+    assert "pip install 'transfergen[data]'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # said before any work
 
 
 @pytest.mark.parametrize("fmt,name", [("csv", "d.csv"), ("parquet", "d.parquet"), ("hf", "d")])
@@ -181,4 +194,4 @@ def test_bad_column_stops_finetune_with_one_line(tiny_pretrained, tmp_path, caps
     err = capsys.readouterr().err
     assert err == (f"transfergen: error: {path}: no column 'text' (task.source_field); "
                    "the columns are: src, tgt, refs\n")
-    assert not (tmp_path / "ft").exists()  # stopped before anything was written
+    assert not (tmp_path / "ft" / "checkpoints").exists()  # stopped before any training

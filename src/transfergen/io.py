@@ -14,6 +14,7 @@ from typing import Any
 from .errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
+TRACKING_FILE = "tracking.json"  # the W&B / MLflow run ids a resume continues (tracking.py)
 # The files in which a Hugging Face folder can map a class to Python code it ships (`auto_map`).
 CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 # A jieba tokenizer's folder maps AutoTokenizer to the copy of transfergen's class it carries, for
@@ -94,7 +95,11 @@ class MetricsLog:
             self.path.unlink(missing_ok=True)
         else:
             self._truncate(truncate_after)
-        self.trackers = open_trackers(report_to or [], run_dir, resumed=truncate_after is not None)
+        ids_path = run_dir / TRACKING_FILE
+        ids = read_json(ids_path) if ids_path.is_file() else {}
+        self.trackers = open_trackers(report_to or [], run_dir, ids, resumed=truncate_after is not None)
+        if ids:
+            write_json_atomic(ids_path, ids)
 
     def _truncate(self, step: int) -> None:
         """On resume, drop records past the checkpoint so curves have no duplicate steps."""

@@ -13,12 +13,11 @@ the way their own documentation says (environment variables included):
   experiment `$MLFLOW_EXPERIMENT_NAME` (default transfergen).
 
 W&B and MLflow get the resolved run config (RUN/run_config.yaml) as config / params, and a
-resumed run continues the same tracker run (ids kept in RUN/tracking.json).
+resumed run continues the same tracker run (ids kept in RUN/tracking.json by `MetricsLog`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -26,9 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import UserError
-
-IDS_FILE = "tracking.json"
-
 
 class Tracker(Protocol):
     def log(self, values: dict[str, float], step: int) -> None: ...
@@ -56,7 +52,9 @@ def _flat_config(run_dir: Path) -> dict[str, Any]:
                 walk(v, f"{prefix}{k}.")
         else:
             out[prefix.rstrip(".")] = node
-    walk(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, "")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.pop("history", None)  # resume.py's record of starts and resumes, not a setting
+    walk(data, "")
     return out
 
 
@@ -124,10 +122,9 @@ class _MLflow:
 TRACKER_CLASSES = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}
 
 
-def open_trackers(names: list[str], run_dir: Path, resumed: bool) -> list[Tracker]:
-    """Start the named trackers; a missing package is said once here, a failing start stops."""
-    ids_path = run_dir / IDS_FILE
-    ids = json.loads(ids_path.read_text(encoding="utf-8")) if ids_path.is_file() else {}
+def open_trackers(names: list[str], run_dir: Path, ids: dict[str, str], resumed: bool) -> list[Tracker]:
+    """Start the named trackers; a missing package is said once here, a failing start stops.
+    `ids` holds the tracker runs' ids (RUN/tracking.json): read to resume them, filled when new."""
     out: list[Tracker] = []
     for name in dict.fromkeys(names):
         try:
@@ -141,6 +138,4 @@ def open_trackers(names: list[str], run_dir: Path, resumed: bool) -> list[Tracke
                 tracker.close()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"config key 'train.report_to': {name} could not start ({first})") from None
-    if ids:
-        ids_path.write_text(json.dumps(ids) + "\n", encoding="utf-8")
     return out

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from ..errors import UserError
 from .packaged import is_packaged, iter_packaged, packaged_file
-from .tables import TABLE_FORMATS, Column, iter_rows, table_format
+from .tables import TABLE_FORMATS, Column, check_table, iter_rows, table_format
 
 FORMATS = ("auto", "text", "jsonl", *TABLE_FORMATS)
 DOC_SEPS = ("line", "blank")
@@ -34,8 +34,9 @@ def check_sources(paths: list[str], fmt: str = "auto", doc_sep: str = "line") ->
     for path in paths:
         if is_packaged(path):
             packaged_file(path)
+        elif (kind := detect_format(path, fmt)) in TABLE_FORMATS:
+            check_table(path, kind)
         else:
-            detect_format(path, fmt)
             _open_binary(Path(path)).close()
 
 

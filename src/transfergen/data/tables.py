@@ -67,6 +67,21 @@ def optional_module(name: str, fmt: str, path: str | Path) -> ModuleType:
                         path=str(path)) from None
 
 
+def check_table(path: str | Path, fmt: str) -> None:
+    """Before any work: the file (or a `datasets` folder) is there, and so is the package its
+    format needs; what is wrong inside it is found when it is read."""
+    p = Path(path)
+    if fmt == "hf":
+        if not p.is_dir():
+            raise UserError("not a folder saved with datasets' save_to_disk", path=str(p))
+        optional_module("datasets", fmt, p)
+        return
+    if not p.is_file():
+        raise UserError("file not found" if not p.exists() else "not a regular file", path=str(p))
+    if fmt in ("parquet", "arrow"):
+        optional_module("pyarrow.parquet" if fmt == "parquet" else "pyarrow", fmt, p)
+
+
 def expand_paths(path: str) -> list[Path]:
     """The files a path names: itself, or the sorted matches of a glob (parquet shards)."""
     if not any(c in path for c in "*?["):
@@ -80,8 +95,7 @@ def expand_paths(path: str) -> list[Path]:
 def iter_rows(path: str | Path, fmt: str, columns: list[Column]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based row number, {column: value}) for each row; absent optional columns are left out."""
     p = Path(path)
-    if fmt != "hf" and not p.is_file():
-        raise UserError("file not found" if not p.exists() else "not a regular file", path=str(p))
+    check_table(p, fmt)
     if fmt == "csv":
         yield from _csv_rows(p, columns)
     elif fmt == "hf":
