@@ -430,7 +430,8 @@ def test_transformers_itself_is_told_never_to_trust_remote_code(planted, monkeyp
     monkeypatch.setattr(tokenizer, "refuse_custom_code", lambda folder: None)
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 5))
     for load in (hub.load_model, hub.build_like, tokenizer.TextTokenizer.load):
-        with pytest.raises(UserError, match="contains custom code"):
+        # transformers 5 says "contains custom code", 4.x (make test-min) "requires you to execute"
+        with pytest.raises(UserError, match=r"contains custom code|requires you to execute"):
             load(planted)
     out, err = capsys.readouterr()
     assert "[y/N]" not in out + err and not (planted / "MARKER").exists()
