@@ -79,19 +79,15 @@ def _finetune_parser(sub) -> None:
 
 def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", allow_abbrev=False, help="generate text from a model folder",
-                       description="Continue each prompt (encoded as [bos] + text) and print one line per "
-                                   "prompt: the prompt followed by its continuation, newlines written as "
-                                   "\\n. Or, for a fine-tuned model, give task inputs with --source: each is "
-                                   "prompted in the format the model was trained with ([bos] prompt [sep], "
-                                   "recorded in its folder) and only the generated target is printed. "
-                                   "Samples by default; --greedy (or --temperature 0) decodes greedily, "
-                                   "--num-beams N > 1 runs beam search (sampling flags then ignored).")
+                       description="Continue each prompt ([bos] + text) and print it with its continuation, a "
+                                   "line each (newlines as \\n); or prompt a fine-tuned model with task inputs "
+                                   "(--source) in the format its folder records and print the targets. Samples by "
+                                   "default; --greedy (or --temperature 0) is greedy, --num-beams N > 1 beam search.")
     p.add_argument("--model", required=True, help="a run folder or any local HF causal-LM folder")
     p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
     p.add_argument("--prompts-file", "--prompts_file", dest="prompts_file", metavar="FILE",
                    help="UTF-8 file with one prompt a line (after any --prompt)")
-    p.add_argument("--source", action="append", default=[],
-                   help="a task input for a fine-tuned model (its recorded prompt format); repeat for several")
+    p.add_argument("--source", action="append", default=[], help="a task input (fine-tuned models); repeatable")
     p.add_argument("--sources-file", "--sources_file", dest="sources_file", metavar="FILE",
                    help="UTF-8 file with one task input a line (after any --source)")
     # Each value is range-checked even where it would be ignored (a sampling flag with --greedy):
@@ -256,11 +252,9 @@ def _read_inputs(args: argparse.Namespace) -> tuple[list[str], bool]:
     """The texts to continue and whether they are task sources (--source) rather than prompts."""
     prompts = _read_lines(args.prompt, args.prompts_file, "prompts")
     sources = _read_lines(args.source, args.sources_file, "sources")
-    if prompts and sources:
+    if bool(prompts) == bool(sources):
         raise UserError("generate: give prompts (--prompt, --prompts-file) or task inputs (--source, "
-                        "--sources-file), not both")
-    if not prompts and not sources:
-        raise UserError("generate: give --prompt TEXT (repeatable) or --prompts-file FILE, or --source TEXT")
+                        f"--sources-file){', not both' if prompts else ''}")
     return (sources, True) if sources else (prompts, False)
 
 
@@ -282,11 +276,10 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
         batch_size=args.batch_size, seed=args.seed)
     cfg.validate()  # bad flags fail before the model loads
     tok = TextTokenizer.load(args.model)
-    # Sources: the target alone; prompts: the prompt followed by its continuation.
-    prompts = recorded_prompt_ids(tok, texts) if is_source else texts
+    prompts = recorded_prompt_ids(tok, texts) if is_source else texts  # no recorded format: fails here
     model = load_model(args.model)
     for text, out in zip(texts, generate_text(model, tok, prompts, cfg), strict=True):
-        print(_one_line(out if is_source else text + out), flush=True)
+        print(_one_line(out if is_source else text + out), flush=True)  # a source: its target alone
     return 0
 
 

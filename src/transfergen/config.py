@@ -23,8 +23,6 @@ from .checks import above, at_least, check_field, describe, each, nonempty, one_
 from .errors import ConfigError
 from .io import write_text_atomic
 
-TRACKERS = ("tensorboard", "wandb", "mlflow")  # train.report_to values (tracking.py starts them)
-
 
 def opt(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None,
         strategy: str | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
@@ -114,7 +112,8 @@ class TrainConfig:
     max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs", check=at_least(1))
     best_metric: str | None = opt(None, "keep RUN/best/ by this evaluation number (val_loss, bleu, ...)")
     patience: int = opt(0, "stop after this many evaluations without a new best (0: never)", check=at_least(0))
-    report_to: list[str] = opt(doc="trackers besides metrics.jsonl", factory=list, check=each(one_of(*TRACKERS)))
+    report_to: list[str] = opt(doc="trackers besides metrics.jsonl (tracking.py)", factory=list,
+                               check=each(one_of("tensorboard", "wandb", "mlflow")))
 
 
 @dataclass
