@@ -80,6 +80,8 @@ class DataConfig:
     val_fraction: float = opt(0.02, "documents held out for validation", check=within(0, 1, high_open=True))
     cache_dir: str | None = opt(None, "token cache folder; null: <out>/data")
     num_workers: int = opt(2, "tokenizer processes (1: in this process)", check=at_least(1))
+    exclude: list[str] = opt(doc="task YAMLs whose val/test text must not be pretrained on: documents "
+                                 "sharing a word 13-gram with it are left out", factory=list)
 
 
 @dataclass

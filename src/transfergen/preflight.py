@@ -20,7 +20,7 @@ from pathlib import Path
 from .checks import check_values
 from .config import RunConfig
 from .data.readers import check_sources
-from .data.tasks import check_task_config
+from .data.tasks import check_task_config, load_task_file
 from .distributed import resolve_device
 from .errors import ConfigError, UserError
 from .io import refuse_custom_code
@@ -80,6 +80,8 @@ def _check_pretrain(cfg: RunConfig) -> None:
     if not cfg.data.corpus:
         raise UserError("no corpus given: pass --corpus FILE [FILE ...] or set data.corpus")
     check_sources(cfg.data.corpus, cfg.data.format, cfg.data.doc_sep)
+    for path in cfg.data.exclude:  # a bad task file fails now, not after the tokenizer
+        load_task_file(path)
     if _trains_tokenizer(cfg):
         check_vocab_size(cfg.tokenizer.vocab_size)
     _check_scratch_shape(cfg, cfg.train.seq_len, "train.seq_len")

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data.packing import BlockSampler, get_batch, prepare_corpus, val_batches
-from .data.readers import iter_documents
+from .data.packing import BlockSampler, get_batch, prepare_corpus, pretraining_documents, val_batches
 from .distributed import DistInfo, barrier
 from .errors import UserError
 from .hub import load_model
@@ -46,7 +45,7 @@ class BlockBatches:
 def corpus_docs(cfg: RunConfig) -> Iterator[str]:
     """The pretraining corpus' documents; an empty corpus is an error naming its files."""
     dc = cfg.data
-    docs = iter_documents(dc.corpus, dc.format, dc.text_field, dc.doc_sep)
+    docs = iter(pretraining_documents(dc))
     first = next(docs, None)
     if first is None:
         raise UserError(f"corpus is empty: no non-empty documents in {', '.join(dc.corpus)}")
@@ -64,6 +63,9 @@ def run_pretrain(cfg: RunConfig) -> dict:
         barrier(s.info)
         if not s.info.is_main:
             splits = prepare_corpus(cfg.data, tok, cache)
+        if splits.n_excluded_docs and s.info.is_main:
+            print(f"[transfergen] data.exclude: left out {splits.n_excluded_docs} documents sharing a 13-word "
+                  f"span with the val/test text of {', '.join(cfg.data.exclude)}", flush=True)
         model = build_initial_model(cfg, tok)
         check_length(model, cfg.train.seq_len, "train.seq_len")
         if s.last_checkpoint is not None:

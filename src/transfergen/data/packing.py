@@ -43,6 +43,7 @@ from ..config import DataConfig
 from ..errors import UserError, write_problem
 from ..folders import FolderLock, ensure_out_dir, remove_stale
 from ..tokenizer import TextTokenizer, encode_texts, load_backend
+from .decontaminate import Decontaminated, digest, held_out_ngrams, held_out_texts
 from .packaged import corpus_file
 from .readers import iter_documents
 
@@ -65,6 +66,7 @@ class TokenSplits:
     n_train_docs: int
     n_val_docs: int
     cached: bool
+    n_excluded_docs: int = 0  # left out by data.exclude
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -93,6 +95,8 @@ def cache_key(data: DataConfig, tokenizer: TextTokenizer) -> str:
     blob = {"version": CACHE_VERSION, "files": files, "format": data.format,
             "text_field": data.text_field, "doc_sep": data.doc_sep,
             "val_fraction": data.val_fraction, "tokenizer": tokenizer.fingerprint()}
+    if data.exclude:  # what is held out, not where it came from: the same text gives the same cache
+        blob["exclude"] = digest(held_out_texts(tuple(data.exclude)))
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -192,13 +196,22 @@ def _load_cached(cache: Path, key: str) -> TokenSplits | None:
     return TokenSplits(_open_tokens(train_path, dtype, meta["n_train_tokens"]),
                        _open_tokens(val_path, dtype, meta["n_val_tokens"]),
                        train_path, val_path, meta["n_docs"], meta["n_train_docs"],
-                       meta["n_val_docs"], cached=True)
+                       meta["n_val_docs"], cached=True, n_excluded_docs=meta.get("n_excluded_docs", 0))
+
+
+def pretraining_documents(data: DataConfig) -> Decontaminated:
+    """The corpus' documents minus those sharing text with `data.exclude` tasks' val/test
+    splits (the tokenizer and the token cache both read exactly these)."""
+    docs = iter_documents(data.corpus, data.format, data.text_field, data.doc_sep)
+    grams = held_out_ngrams(held_out_texts(tuple(data.exclude))) if data.exclude else set()
+    return Decontaminated(docs, grams)
 
 
 def _write_streams(data: DataConfig, tokenizer: TextTokenizer, dtype: np.dtype,
                    tmp: Path) -> dict[str, int]:
     """Tokenize the corpus into tmp/train.bin and tmp/val.bin; return the counts."""
-    docs = iter_documents(data.corpus, data.format, data.text_field, data.doc_sep)
+    kept = pretraining_documents(data)
+    docs = iter(kept)
     counts = dict(n_docs=0, n_train_docs=0, n_val_docs=0, n_train_tokens=0, n_val_tokens=0)
     with open(tmp / "train.bin", "wb") as ftrain, open(tmp / "val.bin", "wb") as fval:
         for arrays in _encoded_chunks(docs, tokenizer, dtype, data.num_workers, tmp):
@@ -212,6 +225,7 @@ def _write_streams(data: DataConfig, tokenizer: TextTokenizer, dtype: np.dtype,
             for split, fh in (("train", ftrain), ("val", fval)):
                 if parts[split]:
                     fh.write(np.concatenate(parts[split]).tobytes())
+    counts["n_excluded_docs"] = kept.dropped
     return counts
 
 
