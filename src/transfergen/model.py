@@ -21,7 +21,8 @@ import torch.nn as nn
 from .layers import KVCache, LlamaDecoderLayer, RMSNorm, RotaryEmbedding, decode_mask
 from .shape import PRESETS, ModelShape, resolve_shape
 
-__all__ = ["PRESETS", "HFCausalLM", "ModelShape", "TransferGenLM", "build_model", "resolve_shape", "unwrap"]
+__all__ = ["BLOCK_LISTS", "PRESETS", "HFCausalLM", "ModelShape", "TransferGenLM", "block_list", "build_model",
+           "resolve_shape", "unwrap"]
 
 # ---------------------------------------------------------------------------
 # the model
@@ -163,6 +164,32 @@ class HFCausalLM(nn.Module):
         layers, width = getattr(c, "num_hidden_layers", None), getattr(c, "hidden_size", None)
         attn = 12.0 * layers * width * seq_len if layers and width else 0.0
         return 6.0 * n + attn
+
+
+# Where common causal LMs keep their stack of blocks (bottom to top). Matched as a suffix, so
+# HFCausalLM's `hf.` prefix and other wrappers need no entry of their own. A model whose list
+# is named otherwise is found by its blocks' class (`_no_split_modules`, which HF models declare).
+BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers")
+
+
+def block_list(model: nn.Module) -> str:
+    """The dotted name of `model`'s ModuleList of transformer blocks, bottom to top.
+
+    Our model and Llama/Qwen/Mistral keep it at `model.layers`, GPT-2 at `transformer.h`;
+    any other transformers model is recognised by the class of its blocks (e.g. OPT's
+    `model.decoder.layers` of `OPTDecoderLayer`). UserError when there is none."""
+    from .errors import UserError
+
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    for name, _ in lists:
+        if name.endswith(BLOCK_LISTS):
+            return name
+    block_classes = {c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or [])}
+    for name, mods in lists:
+        if all(type(b).__name__ in block_classes for b in mods):
+            return name
+    raise UserError(f"cannot find the transformer blocks of {type(unwrap(model)).__name__} (looked for a module "
+                    f"list named *{', *'.join(BLOCK_LISTS)}, or one of the classes the model names as blocks)")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -6,7 +6,8 @@
     inputs       corpus files, the task file, the folders of init / model.like /
                  tokenizer.path (present, and asking to run no code of their own)
     coherence    best_metric is one of the evaluation's numbers and patience has one to
-                 watch; vocab.add has text to learn from; a scratch model holds its sequences
+                 watch; vocab.add has text to learn from; a scratch model holds its sequences;
+                 train.parallel=fsdp is not asked for what it cannot shard
 
 Every problem is one line (`ConfigError` / `UserError`) naming the key or the file. The run
 folder (a file in the way, the lock, a resume's drift) is `session.py`'s.
@@ -47,6 +48,30 @@ def check_run(cfg: RunConfig, command: str, folders: bool = True) -> None:
     else:
         _check_finetune(cfg)
     _check_best_metric(cfg, command)
+    _check_fsdp(cfg, command)
+
+
+# What FSDP2 cannot do here: these hold parameters by reference (which sharding replaces) or
+# run on rank 0 alone (a sharded forward needs every rank).
+FSDP_REFUSED = {"gradual": "its hook flips requires_grad on parameters that sharding replaces",
+                "l2sp": "its penalty holds the unsharded pretrained weights"}
+
+
+def _check_fsdp(cfg: RunConfig, command: str) -> None:
+    """train.parallel=fsdp with a strategy, decoding or dtype it cannot shard: one line now."""
+    if cfg.train.parallel != "fsdp":
+        return
+    key = "config key 'train.parallel': fsdp"
+    if cfg.train.dtype == "fp16":
+        raise ConfigError(f"{key} does not take train.dtype=fp16 (its loss scaler is not shard-aware; use bf16)")
+    if command != "finetune":
+        return
+    for name in strategy_entries(cfg.strategy.name):
+        if name in FSDP_REFUSED:
+            raise ConfigError(f"{key} cannot run strategy '{name}': {FSDP_REFUSED[name]} (use train.parallel=ddp)")
+    if cfg.eval.generate:
+        raise ConfigError(f"{key} cannot decode during training (eval.generate runs on rank 0 alone); "
+                          "evaluate the saved model afterwards")
 
 
 def _check_folders(cfg: RunConfig) -> None:
