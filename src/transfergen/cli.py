@@ -107,6 +107,7 @@ def _generate_parser(sub) -> None:
                    dest="no_repeat_ngram_size", help="0 = off")
     p.add_argument("--batch-size", "--batch_size", type=flag_type(int, at_least(1)), default=32, dest="batch_size")
     p.add_argument("--seed", type=flag_type(int, at_least(0)), default=None)
+    _device_arg(p)
 
 
 def _evaluate_parser(sub) -> None:
@@ -123,6 +124,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=flag_type(int, at_least(1)), default=None, help="score only the first N examples")
     p.add_argument("--text", nargs="+", metavar="FILE", help="also report perplexity on these text files")
+    _device_arg(p)
 
 
 def _demo_parser(sub) -> None:
@@ -162,12 +164,18 @@ def _analyze_parser(sub) -> None:
     d.add_argument("--model", help="a run folder: adds fertility, unknown rate and perplexities")
     d.add_argument("--lang", default="en", help="word segmentation (zh: jieba)")
     d.add_argument("--out", help="also write the report as JSON here")
+    _device_arg(d)
     l_ = what.add_parser("layers", allow_abbrev=False, help="per-layer weight change and CKA after fine-tuning")
     l_.add_argument("--pretrained", required=True)
     l_.add_argument("--finetuned", required=True)
     l_.add_argument("--task", required=True, metavar="TASK.yaml", help="target inputs: its test sources")
     l_.add_argument("--examples", type=flag_type(int, at_least(1)), default=32)
     l_.add_argument("--out", help="also write the report as JSON here")
+    _device_arg(l_)
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,22 +244,12 @@ def _one_line(text: str) -> str:
     return re.sub("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", lambda m: m[0].encode("unicode_escape").decode(), text)
 
 
-def _read_lines(given: list[str], path: str | None, what: str) -> list[str]:
-    """`given`, then the lines of the file at `path` (when set)."""
-    lines = list(given)
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines += f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read {what}: {exc}", path=path) from None
-    return lines
-
-
 def _read_inputs(args: argparse.Namespace) -> tuple[list[str], bool]:
     """The texts to continue and whether they are task sources (--source) rather than prompts."""
-    prompts = _read_lines(args.prompt, args.prompts_file, "prompts")
-    sources = _read_lines(args.source, args.sources_file, "sources")
+    from .io import read_lines
+
+    prompts = read_lines(args.prompt, args.prompts_file, "prompts")
+    sources = read_lines(args.source, args.sources_file, "sources")
     if bool(prompts) == bool(sources):
         raise UserError("generate: give prompts (--prompt, --prompts-file) or task inputs (--source, "
                         f"--sources-file){', not both' if prompts else ''}")
@@ -262,6 +260,7 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserError(f"unexpected argument(s) for generate: {' '.join(rest)}")
     from .data.seq2seq import recorded_prompt_ids
+    from .distributed import resolve_device
     from .generate import GenerationConfig, generate_text
     from .hub import load_model
     from .tokenizer import TextTokenizer
@@ -275,9 +274,10 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
         repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
         batch_size=args.batch_size, seed=args.seed)
     cfg.validate()  # bad flags fail before the model loads
+    device = resolve_device(args.device, key="--device")
     tok = TextTokenizer.load(args.model)
     prompts = recorded_prompt_ids(tok, texts) if is_source else texts  # no recorded format: fails here
-    model = load_model(args.model)
+    model = load_model(args.model, device=device)
     for text, out in zip(texts, generate_text(model, tok, prompts, cfg), strict=True):
         print(_one_line(out if is_source else text + out), flush=True)  # a source: its target alone
     return 0
@@ -306,7 +306,8 @@ def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     task = from_dict(TaskConfig, merge(to_dict(load_task_file(args.task)), overrides.get("task", {})),
                      prefix="task.")
     ecfg = from_dict(EvalConfig, overrides.get("eval", {}), prefix="eval.")
-    result = run_evaluate(args.model, task, args.split, args.out, ecfg, limit=args.limit, text=args.text)
+    result = run_evaluate(args.model, task, args.split, args.out, ecfg, limit=args.limit, text=args.text,
+                          device=args.device)
     print(f"{task.name} {args.split} ({result['n']} examples), perplexity {result['perplexity']:.2f}")
     if "text_perplexity" in result:
         print(f"text perplexity {result['text_perplexity']:.2f}")
@@ -343,8 +344,11 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_analyze(args: argparse.Namespace, rest: list[str]) -> int:
     import json
 
+    from .distributed import resolve_device
+
     if rest:
         raise UserError(f"unexpected argument(s) for analyze: {' '.join(rest)}")
+    device = resolve_device(args.device, key="--device")
     if args.what == "domain":
         from .analysis.domain import domain_report, format_domain, load_corpus
 
@@ -353,20 +357,17 @@ def _cmd_analyze(args: argparse.Namespace, rest: list[str]) -> int:
             from .hub import load_model
             from .tokenizer import TextTokenizer
 
-            tok, model = TextTokenizer.load(args.model), load_model(args.model)
+            tok, model = TextTokenizer.load(args.model), load_model(args.model, device=device)
         rep = domain_report(load_corpus(args.source, "source"), load_corpus(args.target, "target"),
                             lang=args.lang, tokenizer=tok, model=model)
         print("\n".join(format_domain(rep)))
     else:
-        from .analysis.layers import layer_report
+        from .analysis.layers import format_layers, layer_report
         from .data.tasks import load_task, load_task_file
 
         texts = [ex.source for ex in load_task(load_task_file(args.task)).test[:args.examples]]
-        rep = layer_report(args.pretrained, args.finetuned, texts)
-        print("| layer | relative weight change | CKA |\n|---|---:|---:|")
-        cka = {c["name"]: c["cka"] for c in rep["cka"]}
-        for w in rep["weight_change"]:
-            print(f"| {w['name']} | {w['relative_change']:.4f} | {cka.get(w['name'], float('nan')):.3f} |")
+        rep = layer_report(args.pretrained, args.finetuned, texts, device=device)
+        print("\n".join(format_layers(rep)))
     if args.out:
         Path(args.out).write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0

@@ -66,7 +66,7 @@ def _base_folder(cfg: RunConfig) -> str | None:
 def _restore_weights(model: torch.nn.Module, ckpt: Path) -> None:
     """Resume: the raw training weights if saved (LoRA), else the checkpoint's model."""
     if not load_training_weights(ckpt, model):
-        model.load_state_dict(load_model(ckpt).state_dict())
+        model.load_state_dict(load_model(ckpt, dtype=None).state_dict())
 
 
 def _log_setup(s: Session, summary: dict, batches: TaskBatches, data: TaskData) -> dict:

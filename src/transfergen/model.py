@@ -68,6 +68,18 @@ class TransferGenLM(nn.Module):
                 s = resid_std if name.endswith(("o_proj.weight", "down_proj.weight")) else std
                 nn.init.normal_(p, mean=0.0, std=s, generator=generator)
 
+    @classmethod
+    def from_state_dict(cls, shape: ModelShape, state: dict[str, torch.Tensor]) -> TransferGenLM:
+        """The model holding `state`'s tensors themselves, in their dtype: built on the meta device
+        (no random init, no second copy of the weights), the tensors assigned, the head tied
+        again, the RoPE tables (derived, never saved) computed. RuntimeError on a shape mismatch."""
+        with torch.device("meta"):
+            model = cls(shape)
+        model.load_state_dict(state, strict=False, assign=True)
+        model.lm_head.weight = model.model.embed_tokens.weight
+        model.model.rotary_emb = RotaryEmbedding(shape.head_dim, shape.max_seq_len, shape.rope_theta)
+        return model
+
     @property
     def max_seq_len(self) -> int:
         return self.shape.max_seq_len

@@ -69,7 +69,7 @@ def run_pretrain(cfg: RunConfig) -> dict:
         model = build_initial_model(cfg, tok)
         check_length(model, cfg.train.seq_len, "train.seq_len")
         if s.last_checkpoint is not None:
-            model.load_state_dict(load_model(s.last_checkpoint).state_dict())
+            model.load_state_dict(load_model(s.last_checkpoint, dtype=None).state_dict())
         t = cfg.train
         batches = BlockBatches(splits.train, t.seq_len, t.batch_size, t.seed, s.info)
         val = val_batches(splits.val, t.seq_len, t.batch_size, t.eval_batches)

@@ -136,15 +136,19 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
 
 
 def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
-    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint."""
+    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint, loaded
+    in its own dtype with no second copy (`hub.load_model`)."""
     torch.manual_seed(cfg.train.seed)  # identical replicas on every rank
     if cfg.init == "scratch" and cfg.model.like:
         model = build_like(cfg.model.like, seed=cfg.train.seed)
     elif cfg.init == "scratch":
         shape = resolve_shape(cfg.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         model = build_model(shape, seed=cfg.train.seed)
-    else:
-        model = load_model(cfg.init)
+    else:  # in the checkpoint's own dtype: a bf16 model takes half the memory of an fp32 copy
+        model = load_model(cfg.init, dtype=None)
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+        if dtypes != ["float32"] and int(os.environ.get("RANK", "0")) == 0:
+            print(f"[transfergen] init: weights kept in {', '.join(dtypes)}, the checkpoint's dtype", flush=True)
     return model
 
 

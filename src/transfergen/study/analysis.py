@@ -55,6 +55,7 @@ def domain_analysis(cfg: StudyConfig, out: Path) -> dict | None:
     from ..analysis.domain import domain_report, load_corpus
     from ..config import load_yaml
     from ..data.tasks import load_task_file
+    from ..distributed import resolve_device
     from ..hub import load_model
     from ..metrics.tokenize import is_chinese
     from ..tokenizer import TextTokenizer
@@ -68,8 +69,9 @@ def domain_analysis(cfg: StudyConfig, out: Path) -> dict | None:
     task = load_task_file(cfg.task)
     # Words of a Chinese side need jieba even when the other side is English.
     lang = next((x for x in (task.target_lang, task.source_lang) if is_chinese(x)), task.target_lang)
+    device = resolve_device(((cfg.base.get("train") or {}).get("device")) or "auto")  # where the runs train
     return domain_report(source, load_corpus(cfg.task, "target", max_docs=5000), lang=lang,
-                         tokenizer=TextTokenizer.load(pre), model=load_model(pre), source_heldout=held)
+                         tokenizer=TextTokenizer.load(pre), model=load_model(pre, device=device), source_heldout=held)
 
 
 def _pretraining_docs(data: dict, n: int = 5000, n_val: int = 200) -> tuple[list[str], list[str]]:
