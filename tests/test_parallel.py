@@ -109,6 +109,7 @@ def _saved_bytes(model: torch.nn.Module, ids: torch.Tensor) -> tuple[int, dict[s
         total[0] += t.numel() * t.element_size()
         return t
     model.zero_grad()
+    torch.manual_seed(0)  # the same dropout masks (GPT-2's) in both passes; recomputation replays them
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = model(ids)
     logits.float().logsumexp(-1).mean().backward()
