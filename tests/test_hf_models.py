@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from transfergen.config import RunConfig, build_config
 from transfergen.finetune import run_finetune
-from transfergen.hub import load_model, save_model
+from transfergen.hub import build_like, load_model, save_model, weights_dtype
 from transfergen.model import HFCausalLM, TransferGenLM, build_model
 from transfergen.parallel import checkpoint_blocks
 from transfergen.shape import ModelShape
@@ -99,6 +99,9 @@ def test_init_loads_in_the_checkpoints_dtype_with_no_random_init(kind, folders, 
     for k, v in saved.items():
         assert torch.equal(state[prefix + k], v), k  # bit for bit what the folder holds
     assert {p.dtype for p in load_model(folders[kind]).parameters()} == {torch.float32}  # evaluate: fp32
+    # The scratch baseline of a bf16 model (`model.like`) is bf16 too: the arms differ in weights alone.
+    assert weights_dtype(folders[kind]) == torch.bfloat16
+    assert {p.dtype for p in build_like(folders[kind], seed=0).parameters()} == {torch.bfloat16}
     if kind == "ours":
         assert isinstance(model, TransferGenLM) and model.lm_head.weight is model.model.embed_tokens.weight
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).float()).all()

@@ -207,8 +207,32 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = torch.float32,
     return (model.to(device) if device is not None else model).eval()
 
 
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+def weights_dtype(folder: str | Path) -> torch.dtype | None:
+    """The floating dtype most of a folder's safetensors weights are stored in, read from the
+    file's header alone; None without safetensors weights."""
+    folder = Path(folder)
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        return None
+    try:
+        with open(files[0], "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read weights: {exc}", path=str(files[0])) from None
+    counts: dict[torch.dtype, int] = {}
+    for key, info in header.items():
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype")) if key != "__metadata__" else None
+        if dtype is not None:
+            counts[dtype] = counts.get(dtype, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
 def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
-    """Random weights in the architecture of the model folder at `path` (scratch baselines).
+    """Random weights in the architecture of the model folder at `path` (scratch baselines),
+    in the dtype its weights are stored in, as `--init` loads them.
 
     The transfer arm and its scratch baseline then differ only in the initial weights.
     """
@@ -216,16 +240,17 @@ def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
     if not (folder / "config.json").is_file():
         raise UserError("model.like: no config.json in model folder", path=str(folder))
     refuse_custom_code(folder)
+    dtype = weights_dtype(folder) or torch.float32
     shape = _llama_shape(_read_json(folder / "config.json"))
     if shape is not None:
-        return build_model(shape, seed=seed)
+        return build_model(shape, seed=seed).to(dtype)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if seed is not None:
         torch.manual_seed(seed)
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-        return HFCausalLM(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
+        return HFCausalLM(AutoModelForCausalLM.from_config(config, trust_remote_code=False).to(dtype))
     except Exception as exc:  # noqa: BLE001 - unknown architecture, bad config
         raise UserError(f"model.like: cannot build the architecture: {_first_line(exc)}",
                         path=str(folder)) from None
