@@ -97,6 +97,27 @@ def test_a_device_this_machine_lacks_is_one_line(name, needle, monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
 
 
+def test_checkpoints_keep_and_restore_the_cuda_rng(monkeypatch, tmp_path):
+    """CUDA stood in by its RNG calls: what the GPU's RNG held is saved and put back on resume."""
+    from transfergen.checkpoint import load_training_state, restore_rng, save_checkpoint
+
+    class Tok:
+        def save(self, folder):
+            (folder / "tokenizer.json").write_text("{}")
+
+    cuda_state, restored = torch.arange(16, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: cuda_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
+    shape = ModelShape(vocab_size=32, n_layer=1, d_model=16, n_head=2, n_kv_head=2, d_ff=32, max_seq_len=8)
+    folder = save_checkpoint(tmp_path, 3, build_model(shape, seed=0), Tok(), {"state": {}, "param_groups": []},
+                             {"step": 3})
+    _, tensors = load_training_state(folder)
+    restore_rng(tensors)
+    assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
+
+
 # ---------------------------------------------------------------------------
 # activation checkpointing
 
