@@ -82,6 +82,7 @@ def test_init_distributed_picks_nccl_for_a_gpu_and_keeps_the_device(monkeypatch)
     info = init_distributed(torch.device("cuda", 1))
     assert calls == ["nccl"] and info.device == torch.device("cuda", 1) and info.rank == 1
     assert init_distributed(torch.device("cpu")).device.type == "cpu" and calls[-1] == "gloo"
+    assert init_distributed(torch.device("mps")).device.type == "cpu" and calls[-1] == "gloo"  # gloo: CPU tensors
 
 
 @pytest.mark.parametrize("name, needle", [

@@ -24,7 +24,8 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives run
+    # Where this rank's collectives run: its GPU under NCCL, else the CPU (gloo, MPS ranks too).
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -40,7 +41,8 @@ def init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), device)
+    comm = device if device.type == "cuda" else torch.device("cpu")
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")), comm)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
@@ -111,14 +113,14 @@ def replica_divergence(model: torch.nn.Module, info: DistInfo) -> float:
 
     DDP keeps replicas equal by averaging gradients; a non-zero value means a bug
     (a rank skipped a step, saw different data shapes, or ran a different optimizer).
-    The checksums stay on the model's device, where the collectives need them.
+    The checksums go to the collectives' device (a no-op for a model on its rank's GPU).
     """
     if not info.enabled:
         return 0.0
     with torch.no_grad():
         # Two checksums (sum and sum of squares) in float64 catch any single change.
         flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
-        local = torch.stack([flat.sum(), (flat * flat).sum()])  # (2,) on the model's device
+        local = torch.stack([flat.sum(), (flat * flat).sum()]).to(info.device)  # (2,) where collectives run
     ref = local.clone()
     dist.broadcast(ref, src=0)
     diff = (local - ref).abs().max()
