@@ -139,10 +139,10 @@ LORA_TARGETS = {"gpt2": ["c_attn"], "qwen2": ["q_proj", "v_proj"]}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
-def test_strategies_fine_tune_hf_models(kind, strategy, folders, task_file, tmp_path):
+@pytest.mark.parametrize("kind, dtype", [("gpt2", "bf16"), ("qwen2", "fp32")])
+def test_strategies_fine_tune_hf_models(kind, dtype, strategy, folders, task_file, tmp_path):
     """--init of a bf16 GPT-2 / Qwen2 folder, activation checkpointing on: each strategy trains
-    what it says and saves a folder that loads."""
+    what it says and saves a folder that loads; in bf16 the weights stay bf16, in fp32 they train fp32."""
     opts = dict(STRATEGIES[strategy])
     if strategy == "lora":
         opts["lora_targets"] = LORA_TARGETS[kind]
@@ -151,11 +151,12 @@ def test_strategies_fine_tune_hf_models(kind, strategy, folders, task_file, tmp_
         "out": str(out), "init": str(folders[kind]), "task": _task(task_file),
         "strategy": {"name": strategy, **opts},
         "train": {"max_steps": 4, "batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "eval_every": 4,
-                  "save_every": 4, "eval_batches": 1, "log_every": 1, "threads": 1, "dtype": "fp32",
+                  "save_every": 4, "eval_batches": 1, "log_every": 1, "threads": 1, "dtype": dtype,
                   "activation_checkpointing": True}})
     run_finetune(cfg)
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in recs if "loss" in r) and recs[-1]["val_loss"] < 50
+    assert weights_dtype(out) == {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     before, after = load_model(folders[kind]).state_dict(), load_model(out).state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     blocks = model_layout(load_model(out)).blocks

@@ -136,19 +136,24 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
 
 
 def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
-    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint, loaded
-    in its own dtype with no second copy (`hub.load_model`)."""
+    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint, read
+    in its own dtype with no second copy (`hub.load_model`); `model.like` copies that dtype too.
+
+    bf16 weights stay bf16 when the run trains in bf16 (half the memory, as large models need);
+    any other pairing trains fp32 weights, so that an fp32 run keeps full-precision updates
+    and fp16's loss scaler sees fp32 gradients. The scratch arm follows the same rule."""
     torch.manual_seed(cfg.train.seed)  # identical replicas on every rank
     if cfg.init == "scratch" and cfg.model.like:
         model = build_like(cfg.model.like, seed=cfg.train.seed)
     elif cfg.init == "scratch":
         shape = resolve_shape(cfg.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         model = build_model(shape, seed=cfg.train.seed)
-    else:  # in the checkpoint's own dtype: a bf16 model takes half the memory of an fp32 copy
+    else:
         model = load_model(cfg.init, dtype=None)
-        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
-        if dtypes != ["float32"] and int(os.environ.get("RANK", "0")) == 0:
-            print(f"[transfergen] init: weights kept in {', '.join(dtypes)}, the checkpoint's dtype", flush=True)
+    if {p.dtype for p in model.parameters()} != {torch.bfloat16} or cfg.train.dtype != "bf16":
+        return model.float()  # a no-op for fp32 weights
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("[transfergen] weights kept in bf16, the checkpoint's dtype (train.dtype=bf16)", flush=True)
     return model
 
 
