@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -28,10 +27,9 @@ from .errors import ConfigError
 from .distributed import DistInfo, any_rank_true, replica_divergence
 from .hooks import Hooks, ParamGroup, describe_groups
 from .io import MetricsLog
+from .loss import IGNORE_INDEX
 from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
 from .precision import Precision, autocast, resolve_dtype
-
-IGNORE_INDEX = -100  # label value excluded from the loss (prompt tokens, padding)
 
 
 class BatchSource(Protocol):
@@ -40,11 +38,6 @@ class BatchSource(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled positions. logits (B,T,V), labels (B,T)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
@@ -60,9 +53,9 @@ def evaluate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
-            logits = model(x)
+            loss = model(x, labels=y)  # the model's loss (loss.py), chunked: no fp32 (B,T,V) logits
         n = int((y != IGNORE_INDEX).sum())
-        total += float(lm_loss(logits, y)) * n
+        total += float(loss) * n
         count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -141,7 +134,7 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
         # Only the last micro-batch all-reduces gradients; the others accumulate locally.
         sync = micro == cfg.grad_accum - 1 or not isinstance(run.model, DDP)
         with (contextlib.nullcontext() if sync else run.model.no_sync()), run.precision.autocast():
-            loss = lm_loss(run.model(x), y)
+            loss = run.model(x, labels=y)  # loss.py: chunked cross-entropy inside the (wrapped) model
             for term in hooks.loss_terms:
                 loss = loss + term()
         run.precision.backward(loss / cfg.grad_accum)
