@@ -49,6 +49,10 @@ def test_head_and_logits_losses_equal_plain_cross_entropy_in_fp32(small_chunks):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert head[1][0, :5].abs().sum() == 0 and head[1][0, 5:].abs().sum() > 0  # ignored rows: no gradient
     assert head[0].item() == pytest.approx(want[0].item(), rel=1e-6) and head[0] > 0
+    logits = (hidden @ weight.t()).detach().requires_grad_()
+    kept = logits.detach().clone()
+    L.lm_loss(logits, labels).backward()
+    assert torch.equal(logits.detach(), kept)  # the caller's logits are read, never overwritten
 
 
 def test_chunked_loss_matches_plain_under_bf16_autocast(small_chunks):

@@ -92,7 +92,8 @@ class _LogitsCrossEntropy(torch.autograd.Function):
         g_logits = torch.empty_like(logits) if want_grad else None  # (N, V) in the logits' dtype
         step = _rows(logits.shape[1])
         for s in range(0, logits.shape[0], step):
-            loss, grad = _chunk_loss(logits[s:s + step].float(), labels[s:s + step], 1.0 / n, want_grad)
+            chunk = logits[s:s + step]  # a copy in fp32: _chunk_loss works in place, the caller's logits stay
+            loss, grad = _chunk_loss(chunk.to(torch.float32, copy=True), labels[s:s + step], 1.0 / n, want_grad)
             total += loss
             if grad is not None:
                 g_logits[s:s + step] = grad
