@@ -145,14 +145,15 @@ def run_side(side: str, preset: str, tc: TrainConfig, warm: int) -> tuple[float,
     return result
 
 
-def measure(preset: str, dtype: str, steps: int, warm: int, batch: int, seq: int, rounds: int) -> dict:
+def measure(preset: str, dtype: str, steps: int, warm: int, batch: int, seq: int, rounds: int,
+            compile_ours: bool = False) -> dict:
     shape = resolve_shape(ModelConfig(preset=preset), VOCAB, 1, 2, 0)
     tc = TrainConfig(max_steps=steps, batch_size=batch, seq_len=seq, dtype=dtype, warmup_steps=2,
                      log_every=1, eval_every=10 ** 9, save_every=10 ** 9, schedule="cosine")
     got: dict[str, list] = {"ours": [], "hf": []}
     for _ in range(rounds):  # interleaved so drift hits both sides alike
         for side in got:
-            got[side].append(run_side(side, preset, tc, warm))
+            got[side].append(run_side(side, preset, replace(tc, compile=compile_ours and side == "ours"), warm))
             print(f"  {dtype} {side}: {got[side][-1][0]:,.0f} tok/s, peak RSS {got[side][-1][2]:,.0f} MB", flush=True)
     model = build_model(replace(shape, max_seq_len=max(shape.max_seq_len, seq)))
     flops = model.flops_per_token(seq)
@@ -160,7 +161,8 @@ def measure(preset: str, dtype: str, steps: int, warm: int, batch: int, seq: int
     best = {side: max(r[0] for r in runs) for side, runs in got.items()}
     rss = {side: max(r[2] for r in runs) for side, runs in got.items()}
     grown = {side: max(r[2] - r[1] for r in runs) for side, runs in got.items()}
-    return {"preset": preset, "dtype": dtype, "params": model.num_params(), "ours_tok_s": best["ours"],
+    return {"preset": preset, "dtype": dtype + (" (ours compiled)" if compile_ours else ""),
+            "params": model.num_params(), "ours_tok_s": best["ours"],
             "hf_tok_s": best["hf"], "ratio": best["ours"] / best["hf"], "peak_gflops": peak,
             "mfu_ours": flops * best["ours"] / (peak * 1e9), "mfu_hf": flops * best["hf"] / (peak * 1e9),
             "rss_ours": rss["ours"], "rss_hf": rss["hf"], "train_rss_ours": grown["ours"], "train_rss_hf": grown["hf"]}
@@ -196,6 +198,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    ap.add_argument("--compile", action="store_true", help="ours with train.compile (HF Trainer as it comes)")
     args = ap.parse_args()
     dtypes = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}[args.dtype or
                                                                            ("bf16" if args.quick else "both")]
@@ -205,8 +208,9 @@ def main() -> None:
     else:
         plan = [(d, 30, 5, 2) for d in dtypes]
     header = (f"### pretrain_throughput {'--quick ' if args.quick else ''}({time.strftime('%Y-%m-%d %H:%M')}, "
-              f"batch {args.batch} x seq {args.seq})\n\nMachine: {machine()}")
-    rows = [measure(args.preset, d, s, w, args.batch, args.seq, r) for d, s, w, r in plan]
+              f"batch {args.batch} x seq {args.seq}{', ours with train.compile' if args.compile else ''})"
+              f"\n\nMachine: {machine()}")
+    rows = [measure(args.preset, d, s, w, args.batch, args.seq, r, args.compile) for d, s, w, r in plan]
     text = table(rows, header)
     print(text)
     if args.record:

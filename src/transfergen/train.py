@@ -108,6 +108,7 @@ def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGr
     metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None,
                          report_to=cfg.report_to)
     wrapped = DDP(model) if info.enabled else model
+    wrapped = torch.compile(wrapped) if cfg.compile else wrapped  # the raw model still saves and evaluates
     return _Run(wrapped, model, optimizer, schedule_for(cfg), metrics, state, precision)
 
 
