@@ -13,7 +13,9 @@ same run with a large square matmul in the dtype measured.
 
     python bench/pretrain_throughput.py                  # small preset, fp32 + bf16, ~10 min
     python bench/pretrain_throughput.py --dtype bf16     # one dtype
-    python bench/pretrain_throughput.py --quick          # a few minutes, bf16; last line: ratio_vs_hf_trainer=X
+    python bench/pretrain_throughput.py --quick          # ~5 min, bf16, ours with train.compile; last line:
+                                                         # ratio_vs_hf_trainer=X (--no-compile: ours eager)
+    python bench/pretrain_throughput.py --compile        # ours with train.compile in the full run too
     python bench/pretrain_throughput.py --record         # also append the table to bench/RESULTS.md
 """
 
@@ -198,10 +200,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
-    ap.add_argument("--compile", action="store_true", help="ours with train.compile (HF Trainer as it comes)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="ours with train.compile (HF Trainer as it comes); default: on with --quick")
     args = ap.parse_args()
     dtypes = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}[args.dtype or
                                                                            ("bf16" if args.quick else "both")]
+    args.compile = args.quick if args.compile is None else args.compile
     if args.quick:
         args.batch = min(args.batch, 8)
         plan = [(d, 12, 4, 1) for d in dtypes]
