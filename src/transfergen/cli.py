@@ -150,8 +150,12 @@ def _study_parser(sub) -> None:
                                                        "nested ones too, e.g. --base.train.max_steps=300)"))
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--out", required=True, help="the study folder")
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild the report from the files finished runs and the analysis wrote (loads no model)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--report-only", action="store_true", help="rebuild the report from the files finished runs "
+                      "and the analysis wrote (loads no model)")
+    mode.add_argument("--emit-commands", action="store_true", help="run nothing: print one self-contained shell "
+                      "command per job, in dependency order, for a scheduler")
+    mode.add_argument("--job", metavar="ID", help="run one job --emit-commands printed")
 
 
 def _analyze_parser(sub) -> None:
@@ -287,10 +291,7 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
     from .config import parse_overrides
     from .demo import run_demo
 
-    overrides = parse_overrides(rest)
-    if args.out:
-        overrides["out"] = args.out
-    run_demo(overrides)
+    run_demo({**parse_overrides(rest), **({"out": args.out} if args.out else {})})
     return 0
 
 
@@ -331,6 +332,9 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     from .study import load_study, run_study
 
     cfg = load_study(args.study, parse_overrides(rest))
+    if args.emit_commands or args.job:
+        from .study.jobs import emit_or_run
+        return emit_or_run(cfg, args.study, args.out, rest, args.job)
     failed = [] if args.report_only else run_study(cfg, args.out, source=args.study)
     rep = write_report(cfg, args.out, failed)
     print("\n" + "\n".join(summary_lines(rep)))
@@ -373,8 +377,7 @@ def _cmd_analyze(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate,
-            "evaluate": _cmd_evaluate,
+COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate, "evaluate": _cmd_evaluate,
             "demo": _cmd_demo, "score": _cmd_score, "study": _cmd_study, "analyze": _cmd_analyze}
 
 

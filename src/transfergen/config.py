@@ -115,6 +115,7 @@ class TrainConfig:
     save_every: int = opt(200, "steps between checkpoints", check=at_least(1))
     keep_checkpoints: int = opt(2, "complete checkpoints kept", check=at_least(1))
     threads: int | None = opt(None, "torch intra-op threads; null keeps torch's default", check=at_least(1))
+    compile: bool = opt(False, "torch.compile the model for training (bench/RESULTS.md: 1.36x in emulated bf16)")
     max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs", check=at_least(1))
     best_metric: str | None = opt(None, "keep RUN/best/ by this evaluation number (val_loss, bleu, ...)")
     patience: int = opt(0, "stop after this many evaluations without a new best (0: never)", check=at_least(0))

@@ -7,7 +7,7 @@ those of `transformers.LlamaForCausalLM`, so a saved folder (`config.json` +
 and a Llama checkpoint loads back into this (faster, smaller) implementation.
 
 Anything else that `transformers` can load is wrapped by `HFCausalLM`, which exposes the
-same small interface (forward -> logits, num_params, flops_per_token, max_seq_len), so
+same small interface (forward -> logits, or the loss given labels; num_params, flops_per_token, max_seq_len), so
 the training loop never has to know which one it holds.
 """
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .layers import KVCache, LlamaDecoderLayer, RMSNorm, RotaryEmbedding, decode_mask
+from .loss import head_loss, lm_loss
 from .shape import PRESETS, ModelShape, resolve_shape
 
 __all__ = ["BLOCK_LISTS", "PRESETS", "HFCausalLM", "ModelShape", "TransferGenLM", "block_list", "build_model",
@@ -94,8 +95,9 @@ class TransferGenLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                logits_to_keep: int = 0) -> torch.Tensor:
-        """(B,T) token ids -> (B,T,V) next-token logits (the last `logits_to_keep` only if > 0).
+                logits_to_keep: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,T) token ids -> (B,T,V) next-token logits (the last `logits_to_keep` only if > 0);
+        with `labels` (B,T) the mean next-token loss instead (`loss.head_loss`: no logits made).
 
         Training passes ids only. Decoding passes a `KVCache` (the new keys/values are
         appended, attention covers every cached slot), `position_ids` (B,T) (left padding:
@@ -112,7 +114,11 @@ class TransferGenLM(nn.Module):
             cache.advance(T)
         if logits_to_keep:  # a prefill needs the last position only: skips (T-1) head matmuls
             x = x[:, -logits_to_keep:]
-        return self.lm_head(self.model.norm(x))  # (B,T,V)
+        if labels is None:
+            return self.lm_head(self.model.norm(x))  # (B,T,V)
+        if type(self.lm_head) is nn.Linear:  # an adapted head (not ours) goes the plain way
+            return head_loss(self.model.norm(x), self.lm_head.weight, labels)
+        return lm_loss(self.lm_head(self.model.norm(x)), labels)
 
     def num_params(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
         """Unique parameters (the tied head counts once); optionally without the embedding."""
@@ -161,9 +167,10 @@ class HFCausalLM(nn.Module):
     def vocab_size(self) -> int:
         return self.hf.get_output_embeddings().weight.shape[0]
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B,T) token ids -> (B,T,V) logits."""
-        return self.hf(input_ids=input_ids, use_cache=False).logits
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,T) token ids -> (B,T,V) logits; with `labels` (B,T) the mean next-token loss."""
+        logits = self.hf(input_ids=input_ids, use_cache=False).logits
+        return logits if labels is None else lm_loss(logits, labels)
 
     def num_params(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
         """Unique parameters; `exclude_embeddings` drops every nn.Embedding (as HF does)."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
@@ -26,11 +25,10 @@ from .errors import ConfigError
 from .distributed import DistInfo, any_rank_true, replica_divergence
 from .hooks import Hooks, ParamGroup, describe_groups
 from .io import MetricsLog
+from .loss import IGNORE_INDEX
 from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
 from .parallel import Parallel
 from .precision import Precision, autocast, resolve_dtype
-
-IGNORE_INDEX = -100  # label value excluded from the loss (prompt tokens, padding)
 
 
 class BatchSource(Protocol):
@@ -39,11 +37,6 @@ class BatchSource(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled positions. logits (B,T,V), labels (B,T)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
@@ -59,9 +52,9 @@ def evaluate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
-            logits = model(x)
+            loss = model(x, labels=y)  # the model's loss (loss.py), chunked: no fp32 (B,T,V) logits
         n = int((y != IGNORE_INDEX).sum())
-        total += float(lm_loss(logits, y)) * n
+        total += float(loss) * n
         count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -115,7 +108,8 @@ def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGr
     precision.load_state_dict(state.get("grad_scaler"))
     metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None,
                          report_to=cfg.report_to)
-    return _Run(par.model, par.raw, optimizer, schedule_for(cfg), metrics, state, precision, par)
+    called = torch.compile(par.model) if cfg.compile else par.model  # par.raw still saves and evaluates
+    return _Run(called, par.raw, optimizer, schedule_for(cfg), metrics, state, precision, par)
 
 
 def _say(info: DistInfo, msg: str) -> None:
@@ -140,7 +134,7 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # Only the last micro-batch reduces gradients across ranks; the others accumulate locally.
         with run.par.no_sync(micro == cfg.grad_accum - 1), run.precision.autocast():
-            loss = lm_loss(run.model(x), y)
+            loss = run.model(x, labels=y)  # loss.py: chunked cross-entropy inside the (wrapped) model
             for term in hooks.loss_terms:
                 loss = loss + term()
         run.precision.backward(loss / cfg.grad_accum)

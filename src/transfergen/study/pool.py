@@ -55,7 +55,7 @@ def launch(cmd: list[str], log: Path | None = None) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=lambda: _die_with(parent))
 
 
-def _pretrain(cfg: StudyConfig, out: Path) -> None:
+def run_pretraining(cfg: StudyConfig, out: Path) -> None:
     """Run `pretrain:` into <out>/pretrain once (resumes if killed); marker file when done."""
     from ..checkpoint import latest_checkpoint
 
@@ -74,7 +74,7 @@ def _pretrain(cfg: StudyConfig, out: Path) -> None:
     (folder / "study_done").write_text("ok\n", encoding="utf-8")
 
 
-def _prepare(run: Run, cfg: StudyConfig, out: Path, pre_cost: dict | None, by_id: dict[str, Run]) -> None:
+def prepare_run(run: Run, cfg: StudyConfig, out: Path, pre_cost: dict | None, by_id: dict[str, Run]) -> None:
     """Write the run's config and job files (the matched budget is known only now)."""
     if run.arm.budget == "matched" and run.after:
         run.cfg.train.max_steps = matched_steps(run, by_id[run.after].dir, pre_cost)
@@ -106,7 +106,7 @@ class _Pool:
         while ready and len(self.active) < self.cfg.workers:
             r = ready.pop(0)
             self.todo.remove(r)
-            _prepare(r, self.cfg, self.out, self.pre_cost, self.by_id)
+            prepare_run(r, self.cfg, self.out, self.pre_cost, self.by_id)
             _say(f"[{self.n - len(self.todo) - len(self.active)}/{self.n}] start {r.id} "
                  f"({r.cfg.train.max_steps} steps)")
             log = r.dir / "log.txt" if self.cfg.workers > 1 else None
@@ -153,7 +153,7 @@ def run_study(cfg: StudyConfig, out: str | Path, source: str | None = None) -> l
     with FolderLock(out, "study"):
         runs = plan(cfg, out)
         check_runs(cfg, runs, out, source)  # everything is checked before the first process starts
-        _pretrain(cfg, out)
+        run_pretraining(cfg, out)
         pool = _Pool(cfg, out, runs)
         _say(f"{len(runs)} runs ({len(runs) - len(pool.todo)} already finished), {cfg.workers} at a time -> {out}")
         while pool.todo or pool.active:
