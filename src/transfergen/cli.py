@@ -164,6 +164,7 @@ def _select_parser(sub) -> None:
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="the general corpus (corpus)")
     p.add_argument("--target", metavar="TASK.yaml|FILES", help="target text (target)")
     p.add_argument("--out", required=True, help="the selection folder")
+    p.add_argument("--config", action="append", default=[], metavar="YAML", help="selection keys, before the flags")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +343,7 @@ def _cmd_select(args: argparse.Namespace, rest: list[str]) -> int:
     from .select import SelectConfig, run_select
 
     short = {k: v for k, v in {"corpus": args.corpus, "target": args.target}.items() if v}
-    res = run_select(build_config(SelectConfig, [], merge(short, parse_overrides(rest))), args.out)
+    res = run_select(build_config(SelectConfig, args.config, merge(short, parse_overrides(rest))), args.out)
     kept = res["kept"]
     print(f"{res['method']}: kept {kept['docs']:,} of {res['corpus']['docs']:,} documents, {kept['words']:,} of "
           f"{res['corpus']['words']:,} words ({kept['word_fraction']:.1%}) -> {res['selected']}")

@@ -13,7 +13,6 @@ the parent dies), so a re-run never meets an orphan still writing a run.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import RunConfig, from_dict, merge, save_yaml, to_dict
+from ..config import RunConfig, from_dict, merge, save_yaml
 from ..errors import ConfigError, UserError
 from ..folders import FolderLock, ensure_out_dir
 from ..io import read_json, write_json_atomic
@@ -82,8 +81,8 @@ def _select_stage(scfg, folder: Path, label: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_yaml(scfg, folder / "select_config.yaml")
     _say(f"{label} -> {folder}")
-    args = [f"--{k}={json.dumps(v)}" for k, v in to_dict(scfg).items() if v is not None]
-    code = launch([sys.executable, "-m", "transfergen", "select", "--out", str(folder), *args]).wait()
+    code = launch([sys.executable, "-m", "transfergen", "select", "--out", str(folder),
+                   "--config", str(folder / "select_config.yaml")]).wait()
     if code != 0:
         raise UserError(f"{label} failed (exit {code}); its log is above")
 
