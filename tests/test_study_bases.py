@@ -42,7 +42,7 @@ def bases_study(tmp_path_factory) -> Path:
         "pretrain": {**TINY, "train": {**TINY["train"], **steps}},
         "bases": {"general": {"pretrain": {"data": {"corpus": [str(general)]}}},
                   "selected": {"select": select},
-                  "dapt": {"init": "general", "select": select, "pretrain": {"train": {"max_steps": 3}}},
+                  "dapt": {"init": "general", "text_from": "selected", "pretrain": {"train": {"max_steps": 3}}},
                   "tapt": {"init": "general", "task_text": "inputs", "pretrain": {"train": {"max_steps": 3}}}},
         "base": {"train": {"max_steps": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1, "eval_every": 4,
                            "save_every": 4, "log_every": 2, "eval_batches": 2, "threads": 1},
@@ -64,6 +64,9 @@ def test_a_study_builds_its_bases_and_compares_them(bases_study, tmp_path, capfd
     assert all((b / n / "study_done").is_file() for n in ("general", "selected", "dapt", "tapt"))
     sel = json.loads((out / "select" / "selected" / "selection.json").read_text())
     assert sel["method"] == "cross-entropy-difference" and 0 < sel["kept"]["docs"] < sel["corpus"]["docs"]
+    assert not (out / "select" / "dapt").exists()  # DAPT reads the selection, made once
+    dapt_cfg = yaml.safe_load((b / "dapt" / "run_config.yaml").read_text())
+    assert dapt_cfg["data"]["corpus"] == [str(out / "select" / "selected" / "selected.jsonl")]
     # Continued bases start from general's folder and keep its tokenizer; TAPT read the task's inputs.
     for name in ("dapt", "tapt"):
         rc = yaml.safe_load((b / name / "run_config.yaml").read_text())
@@ -101,9 +104,10 @@ def test_a_study_builds_its_bases_and_compares_them(bases_study, tmp_path, capfd
     ({"arms": [{"name": "a", "base": "nope"}], "reference": ""}, r"\(a\): base 'nope' is not one of the"),
     ({"bases": {"x": {"init": "y"}, "y": {"init": "x"}}}, "cycle"),
     ({"bases": {"x": {"init": "ghost"}}}, r"bases\.x\.init: 'ghost' is not a base"),
-    ({"bases": {"x": {"select": {"corpus": ["a"]}, "task_text": "inputs"}}}, "at most one of 'select' and 'task_text'"),
+    ({"bases": {"x": {"select": {"corpus": ["a"]}, "task_text": "inputs"}}}, "at most one of 'select', 'task_text'"),
     ({"bases": {"x": {"select": {"keep": 2}}}}, r"bases\.x\.select\.keep"),
     ({"bases": {"x": {"task_text": "labels"}}}, r"bases\.x\.task_text"),
+    ({"bases": {"x": {"text_from": "x"}}}, "cycle"),
     ({"reference": "nobody"}, "'reference': 'nobody' is not an arm"),
 ])
 def test_bad_bases_fail_naming_the_key(bases_study, change, match):

@@ -46,7 +46,8 @@ def bases_analysis(cfg: StudyConfig, out: Path) -> dict:
 
     costs, found = base_costs(cfg, out), {}
     for name, b in parse_bases(cfg.bases).items():
-        source = "selection" if b.select else f"task {b.task_text}" if b.task_text else "corpus"
+        source = ("selection" if b.select else f"task {b.task_text}" if b.task_text
+                  else f"text of {b.text_from}" if b.text_from else "corpus")
         found[name] = {"init": b.init or None, "text": source,
                        "method": b.select.get("method", "cross-entropy-difference") if b.select else None,
                        "cost": costs.get(name), "domain": domain_analysis(cfg, out, name, BASE_DOMAIN_DOCS)}

@@ -141,8 +141,9 @@ def _check_bases(cfg: StudyConfig) -> None:
     """Every base's pretraining and selection config, resolved (nothing written)."""
     from .bases import base_run_config, parse_bases, select_config
 
-    for name, b in parse_bases(cfg.bases).items():
-        base_run_config(cfg.pretrain, name, b, Path("study-check"))
+    bases = parse_bases(cfg.bases)
+    for name, b in bases.items():
+        base_run_config(cfg.pretrain, name, bases, Path("study-check"))
         if b.select:
             select_config(b, cfg.task, prefix=f"bases.{name}.select.")
 

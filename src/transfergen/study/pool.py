@@ -24,7 +24,8 @@ from ..config import RunConfig, from_dict, merge, save_yaml
 from ..errors import ConfigError, UserError
 from ..folders import FolderLock, ensure_out_dir
 from ..io import read_json, write_json_atomic
-from .bases import base_run_config, parse_bases, select_config, select_dir, task_text_file, write_task_text
+from .bases import (base_run_config, parse_bases, select_config, select_dir, task_text_file, text_owner,
+                    write_task_text)
 from .config import Run, StudyConfig, arm_base, plan
 from .costs import base_costs, matched_steps
 
@@ -95,7 +96,8 @@ def _build_bases(cfg: StudyConfig, out: Path) -> None:
             rc = from_dict(RunConfig, merge(cfg.pretrain, {"out": str(out / "pretrain")}), prefix="pretrain.")
             _pretrain_stage(rc, "pretraining")
         return
-    for name, b in parse_bases(cfg.bases).items():
+    bases = parse_bases(cfg.bases)
+    for name, b in bases.items():
         if b.select:
             _select_stage(select_config(b, cfg.task, f"bases.{name}.select."), select_dir(out, name),
                           f"base {name}: selecting ({b.select.get('method', 'cross-entropy-difference')})")
@@ -103,7 +105,7 @@ def _build_bases(cfg: StudyConfig, out: Path) -> None:
             n = write_task_text(cfg.task, b.task_text, task_text_file(out, name))
             _say(f"base {name}: {n:,} task {b.task_text} -> {task_text_file(out, name)}")
         what = f"continuing {b.init}" if b.init else "pretraining"
-        _pretrain_stage(base_run_config(cfg.pretrain, name, b, out), f"base {name}: {what}")
+        _pretrain_stage(base_run_config(cfg.pretrain, name, bases, out), f"base {name}: {what}")
 
 
 def _prepare(run: Run, cfg: StudyConfig, out: Path, pre_cost: dict | None, by_id: dict[str, Run]) -> None:
@@ -171,14 +173,16 @@ def _base_checks(cfg: StudyConfig, out: Path) -> list[tuple[str, RunConfig, str]
     from ..select import check_select
 
     checks = []
-    for name, b in parse_bases(cfg.bases).items():
-        rc = base_run_config(cfg.pretrain, name, b, out)
-        if b.select:
-            scfg = select_config(b, cfg.task, f"bases.{name}.select.")
+    bases = parse_bases(cfg.bases)
+    for name in bases:
+        rc, owner = base_run_config(cfg.pretrain, name, bases, out), text_owner(bases, name)
+        src = bases[owner]
+        if src.select:
+            scfg = select_config(src, cfg.task, f"bases.{owner}.select.")
             check_select(scfg)
             rc.data.corpus, rc.data.format, rc.data.text_field = scfg.corpus, scfg.format, scfg.text_field
-        elif b.task_text and not task_text_file(out, name).is_file():
-            write_task_text(cfg.task, b.task_text, task_text_file(out, name))  # cheap; its stage reuses it
+        elif src.task_text and not task_text_file(out, owner).is_file():
+            write_task_text(cfg.task, src.task_text, task_text_file(out, owner))  # cheap; its stage reuses it
         checks.append((f"bases.{name}", rc, "pretrain"))
     return checks
 
