@@ -1,4 +1,4 @@
-"""Command line: `transfergen pretrain | finetune | generate | evaluate | score | study | analyze | demo`.
+"""Command line: `transfergen pretrain | finetune | generate | evaluate | score | study | analyze | select | demo`.
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
@@ -12,15 +12,15 @@ import argparse
 import os
 import re
 import sys
-from pathlib import Path
 
 from . import __version__
-from .checks import above, at_least, flag_type, within
+from .checks import above, at_least, device_flag, flag_type, within
 from .errors import EXIT_USER_ERROR, UserError, os_error_line
+from .analysis.cli import add_analyze_parser, run_analyze
 from .metrics.cli import add_score_parser
 
 # The RunConfig sections pretraining reads; any other section set there would do nothing.
-PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train")
+PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train", "vocab")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +57,8 @@ def _pretrain_parser(sub) -> None:
                        **_keys_help(RunConfig, PRETRAIN_SECTIONS))
     _run_args(p)
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="text / .gz / .jsonl files (data.corpus)")
-    p.add_argument("--init", help="scratch, or a local HF causal-LM folder to continue from (init)")
+    p.add_argument("--init", help="scratch, or a pretrained run / local HF causal-LM folder to continue from, "
+                                  "its tokenizer kept (init); --vocab.add=N --vocab.extend_from FILES grows it")
 
 
 def _finetune_parser(sub) -> None:
@@ -107,7 +108,7 @@ def _generate_parser(sub) -> None:
                    dest="no_repeat_ngram_size", help="0 = off")
     p.add_argument("--batch-size", "--batch_size", type=flag_type(int, at_least(1)), default=32, dest="batch_size")
     p.add_argument("--seed", type=flag_type(int, at_least(0)), default=None)
-    _device_arg(p)
+    device_flag(p)
 
 
 def _evaluate_parser(sub) -> None:
@@ -124,7 +125,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=flag_type(int, at_least(1)), default=None, help="score only the first N examples")
     p.add_argument("--text", nargs="+", metavar="FILE", help="also report perplexity on these text files")
-    _device_arg(p)
+    device_flag(p)
 
 
 def _demo_parser(sub) -> None:
@@ -158,28 +159,18 @@ def _study_parser(sub) -> None:
     mode.add_argument("--job", metavar="ID", help="run one job --emit-commands printed")
 
 
-def _analyze_parser(sub) -> None:
-    p = sub.add_parser("analyze", allow_abbrev=False, help="why transfer worked: domain mismatch, layer change")
-    what = p.add_subparsers(dest="what", required=True)
-    d = what.add_parser("domain", allow_abbrev=False, help="pretraining corpus vs target corpus",
-                        description="CORPUS: a task YAML, or comma-separated text/JSONL files or pkg: names.")
-    d.add_argument("--source", required=True, metavar="CORPUS")
-    d.add_argument("--target", required=True, metavar="CORPUS")
-    d.add_argument("--model", help="a run folder: adds fertility, unknown rate and perplexities")
-    d.add_argument("--lang", default="en", help="word segmentation (zh: jieba)")
-    d.add_argument("--out", help="also write the report as JSON here")
-    _device_arg(d)
-    l_ = what.add_parser("layers", allow_abbrev=False, help="per-layer weight change and CKA after fine-tuning")
-    l_.add_argument("--pretrained", required=True)
-    l_.add_argument("--finetuned", required=True)
-    l_.add_argument("--task", required=True, metavar="TASK.yaml", help="target inputs: its test sources")
-    l_.add_argument("--examples", type=flag_type(int, at_least(1)), default=32)
-    l_.add_argument("--out", help="also write the report as JSON here")
-    _device_arg(l_)
+def _select_parser(sub) -> None:
+    from .select import SelectConfig
 
-
-def _device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
+    p = sub.add_parser("select", allow_abbrev=False, help="select the corpus documents that look like the target",
+                       description="Score every document of --corpus by cross-entropy difference (or at random, "
+                                   "the control) and write the kept ones to OUT/selected.jsonl and what was done "
+                                   "to OUT/selection.json.",
+                       **_keys_help(SelectConfig, title="selection keys (--key=value)"))
+    p.add_argument("--corpus", nargs="+", metavar="FILE", help="the general corpus (corpus)")
+    p.add_argument("--target", metavar="TASK.yaml|FILES", help="target text (target)")
+    p.add_argument("--out", required=True, help="the selection folder")
+    p.add_argument("--config", action="append", default=[], metavar="YAML", help="selection keys, before the flags")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_parser(sub)
     _evaluate_parser(sub)
     _study_parser(sub)
-    _analyze_parser(sub)
+    add_analyze_parser(sub)
+    _select_parser(sub)
     return parser
 
 
@@ -345,40 +337,20 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def _cmd_analyze(args: argparse.Namespace, rest: list[str]) -> int:
-    import json
+def _cmd_select(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import build_config, merge, parse_overrides
+    from .select import SelectConfig, run_select
 
-    from .distributed import resolve_device
-
-    if rest:
-        raise UserError(f"unexpected argument(s) for analyze: {' '.join(rest)}")
-    device = resolve_device(args.device, key="--device")
-    if args.what == "domain":
-        from .analysis.domain import domain_report, format_domain, load_corpus
-
-        tok = model = None
-        if args.model:
-            from .hub import load_model
-            from .tokenizer import TextTokenizer
-
-            tok, model = TextTokenizer.load(args.model), load_model(args.model, device=device)
-        rep = domain_report(load_corpus(args.source, "source"), load_corpus(args.target, "target"),
-                            lang=args.lang, tokenizer=tok, model=model)
-        print("\n".join(format_domain(rep)))
-    else:
-        from .analysis.layers import format_layers, layer_report
-        from .data.tasks import load_task, load_task_file
-
-        texts = [ex.source for ex in load_task(load_task_file(args.task)).test[:args.examples]]
-        rep = layer_report(args.pretrained, args.finetuned, texts, device=device)
-        print("\n".join(format_layers(rep)))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    short = {k: v for k, v in {"corpus": args.corpus, "target": args.target}.items() if v}
+    res = run_select(build_config(SelectConfig, args.config, merge(short, parse_overrides(rest))), args.out)
+    kept = res["kept"]
+    print(f"{res['method']}: kept {kept['docs']:,} of {res['corpus']['docs']:,} documents, {kept['words']:,} of "
+          f"{res['corpus']['words']:,} words ({kept['word_fraction']:.1%}) -> {res['selected']}")
     return 0
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate, "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo, "score": _cmd_score, "study": _cmd_study, "analyze": _cmd_analyze}
+            "demo": _cmd_demo, "score": _cmd_score, "study": _cmd_study, "analyze": run_analyze, "select": _cmd_select}
 
 
 def main(argv: list[str] | None = None) -> int:

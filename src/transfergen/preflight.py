@@ -107,9 +107,21 @@ def _check_pretrain(cfg: RunConfig) -> None:
     check_sources(cfg.data.corpus, cfg.data.format, cfg.data.doc_sep)
     for path in cfg.data.exclude:  # a bad task file fails now, not after the tokenizer
         load_task_file(path)
+    if cfg.vocab.add > 0 and cfg.init == "scratch":
+        raise ConfigError("config key 'vocab.add' grows a pretrained model's vocabulary: set init to a run folder")
+    _check_vocab(cfg)
     if _trains_tokenizer(cfg):
         check_vocab_size(cfg.tokenizer.vocab_size)
     _check_scratch_shape(cfg, cfg.train.seq_len, "train.seq_len")
+
+
+def _check_vocab(cfg: RunConfig) -> None:
+    """vocab.add and vocab.extend_from come together, and the files exist."""
+    if cfg.vocab.add > 0 and not cfg.vocab.extend_from:
+        raise ConfigError("config key 'vocab.extend_from' is empty but vocab.add > 0: name target-side files")
+    if cfg.vocab.extend_from and cfg.vocab.add == 0:
+        raise ConfigError("config key 'vocab.extend_from' is set, but vocab.add is 0: no token would be added")
+    check_sources(cfg.vocab.extend_from, cfg.data.format, cfg.data.doc_sep)
 
 
 def _check_finetune(cfg: RunConfig) -> None:
@@ -117,11 +129,7 @@ def _check_finetune(cfg: RunConfig) -> None:
         raise UserError("no task given: pass --task TASK.yaml")
     check_task_config(cfg.task)
     strategy_entries(cfg.strategy.name)
-    if cfg.vocab.add > 0 and not cfg.vocab.extend_from:
-        raise ConfigError("config key 'vocab.extend_from' is empty but vocab.add > 0: name target-side files")
-    if cfg.vocab.extend_from and cfg.vocab.add == 0:
-        raise ConfigError("config key 'vocab.extend_from' is set, but vocab.add is 0: no token would be added")
-    check_sources(cfg.vocab.extend_from, cfg.data.format, cfg.data.doc_sep)
+    _check_vocab(cfg)
     if _trains_tokenizer(cfg):
         check_vocab_size(cfg.tokenizer.vocab_size)
     # [bos] prompt [sep] target(+eos): the longest sequence the encoder can produce

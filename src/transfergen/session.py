@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -155,6 +156,22 @@ def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
     if int(os.environ.get("RANK", "0")) == 0:
         print("[transfergen] weights kept in bf16, the checkpoint's dtype (train.dtype=bf16)", flush=True)
     return model
+
+
+def extend_vocab(cfg: RunConfig, tok: TextTokenizer, model: torch.nn.Module,
+                 s: Session) -> tuple[TextTokenizer, torch.nn.Module]:
+    """Grow tokenizer and embeddings per `vocab.*` (fine-tuning and continued pretraining alike);
+    the report goes to vocab_report.json. Deterministic, so a resume grows them identically."""
+    from .data.readers import iter_documents
+    from .vocab import extend_vocabulary
+
+    if cfg.vocab.add <= 0:
+        return tok, model
+    docs = list(iter_documents(cfg.vocab.extend_from, cfg.data.format, cfg.data.text_field, cfg.data.doc_sep))
+    tok, model, report = extend_vocabulary(tok, model, docs, cfg.vocab.add)
+    if s.info.is_main:
+        (s.run_dir / "vocab_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    return tok, model
 
 
 def check_length(model: torch.nn.Module, length: int, key: str) -> None:

@@ -4,12 +4,12 @@
 each self-contained (`cd` to this folder, this interpreter, absolute paths, the study's
 --key=value overrides), in dependency order, in waves that a comment line opens:
 
-    # wave 1/4: pretraining                   --job pretrain (only with a `pretrain:` section)
+    # wave 1/4: pretraining                   --job pretrain (every base; only with `pretrain:` or `bases:`)
     # wave 2/4: runs (after wave 1)           --job ARM/nSIZE/sSEED: any order, all at once
     # wave 3/4: compute-matched runs, ...     each needs its same-budget scratch partner
     # wave 4/4: analysis (after wave 3)       --job analysis: baseline, domain, vs scratch
 
-Each job does exactly what `study` does for it (`pool.run_pretraining`, `pool.prepare_run`
+Each job does exactly what `study` does for it (`pool.build_bases`, `pool.prepare_run`
 then `worker.run_one`, `analysis.analyze_study`), so after the last wave `--report-only`
 writes the report `study` would have written. A job whose dependency has not finished
 stops with one line (exit 2) before any work; a finished job says so and does nothing.
@@ -32,7 +32,7 @@ PRETRAIN, ANALYSIS = "pretrain", "analysis"  # job ids besides the runs' (those 
 def waves(cfg: StudyConfig, out: Path) -> list[tuple[str, list[str]]]:
     """(title, job ids) per wave, in the order they must run; empty waves left out."""
     runs = plan(cfg, out)
-    found = [("pretraining", [PRETRAIN] if cfg.pretrain else []),
+    found = [("pretraining (every base)", [PRETRAIN] if _has_pretraining(cfg) else []),
              ("runs", [r.id for r in runs if r.after is None]),
              ("compute-matched runs, each after its scratch partner", [r.id for r in runs if r.after]),
              ("analysis", [ANALYSIS])]
@@ -64,6 +64,16 @@ def emit_commands(cfg: StudyConfig, study: str, out: str | Path, overrides: list
     return lines
 
 
+def _has_pretraining(cfg: StudyConfig) -> bool:
+    return bool(cfg.pretrain or cfg.bases)
+
+
+def _pretraining_done(cfg: StudyConfig, out: Path) -> bool:
+    """Whether every base this study builds is finished (`pool.build_bases` marks each)."""
+    names = list(cfg.bases) if cfg.bases else [""] * bool(cfg.pretrain)
+    return all((pretrained_dir(cfg, out, name) / "study_done").is_file() for name in names)
+
+
 def _need(done: bool, job: str, what: str) -> None:
     if not done:
         raise UserError(f"job {job} needs {what} finished first (see --emit-commands for the order)")
@@ -72,20 +82,19 @@ def _need(done: bool, job: str, what: str) -> None:
 def run_job(cfg: StudyConfig, out: str | Path, job: str) -> None:
     """Run one job of the study in this process (see the module docstring)."""
     from .analysis import analyze_study
-    from .costs import pretrain_cost
-    from .pool import prepare_run, run_pretraining
+    from .costs import arm_pretrain_cost, base_costs
+    from .pool import build_bases, prepare_run
     from .worker import run_one
 
     out = ensure_out_dir(out)
     runs = plan(cfg, out)
     by_id = {r.id: r for r in runs}
-    known = [PRETRAIN] * bool(cfg.pretrain) + list(by_id) + [ANALYSIS]
+    known = [PRETRAIN] * _has_pretraining(cfg) + list(by_id) + [ANALYSIS]
     if job not in known:
         raise UserError(f"--job {job}: no such job in this study; its jobs: {', '.join(known)}")
     if job == PRETRAIN:
-        _need(bool(cfg.pretrain), job, "a `pretrain:` section in the study, which this one lacks; nothing")
-        return run_pretraining(cfg, out)
-    _need(not cfg.pretrain or (out / "pretrain" / "study_done").is_file(), job, f"job {PRETRAIN}")
+        return build_bases(cfg, out)
+    _need(_pretraining_done(cfg, out), job, f"job {PRETRAIN}")
     if job == ANALYSIS:
         unfinished = [r.id for r in runs if not r.done()]
         if unfinished:
@@ -97,7 +106,7 @@ def run_job(cfg: StudyConfig, out: str | Path, job: str) -> None:
         print(f"[study] {job} already finished", flush=True)
         return
     _need(run.after is None or by_id[run.after].done(), job, f"job {run.after}")
-    prepare_run(run, cfg, out, pretrain_cost(pretrained_dir(cfg, out)), by_id)
+    prepare_run(run, cfg, out, arm_pretrain_cost(base_costs(cfg, out), cfg, run.arm), by_id)
     result = run_one(run.dir)
     shown = ", ".join(f"{k} {v:.2f}" for k, v in result["test"].items())
     print(f"[study] done {job}: test {shown}", flush=True)
