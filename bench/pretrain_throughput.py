@@ -1,24 +1,32 @@
-"""Pretraining throughput: transfergen's loop and model against Hugging Face `Trainer`.
+"""Pretraining throughput and memory: transfergen's loop and model against Hugging Face `Trainer`.
 
 Both sides train the same Llama-shaped model (ours is `TransferGenLM`; HF's is
 `LlamaForCausalLM` built from the same config and loaded with the same weights) on the
 same token blocks, batch and sequence length, with fused AdamW and global-norm clipping,
-in one process run so the machine's drift (up to a third between minutes) hits both.
-Runs are interleaved (ours, HF, ours, HF) and each side keeps its best window.
+in one run of this script so the machine's drift (up to a third between minutes) hits both.
+Each measurement runs in a fresh spawned process (so its peak RSS is its own: imports +
+model + training), interleaved (ours, HF, ours, HF); each side keeps its best window and
+its largest peak RSS.
 
 MFU = model FLOPs per token x tokens/s / matmul peak, where the peak is measured in this
-same run with a large square matmul (fp32 and bf16).
+same run with a large square matmul in the dtype measured.
 
-    python bench/pretrain_throughput.py            # small preset, fp32 + bf16, ~4 min
-    python bench/pretrain_throughput.py --quick    # < 60 s, fp32 only; last line: ratio_vs_hf_trainer=X
-    python bench/pretrain_throughput.py --record   # also append the table to bench/RESULTS.md
+    python bench/pretrain_throughput.py                  # small preset, fp32 + bf16, ~10 min
+    python bench/pretrain_throughput.py --dtype bf16     # one dtype
+    python bench/pretrain_throughput.py --quick          # ~5 min, bf16, ours with train.compile; last line:
+                                                         # ratio_vs_hf_trainer=X (--no-compile: ours eager)
+    python bench/pretrain_throughput.py --compile        # ours with train.compile in the full run too
+    python bench/pretrain_throughput.py --record         # also append the table to bench/RESULTS.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import platform
+import resource
 import tempfile
 import time
 from dataclasses import replace
@@ -112,63 +120,107 @@ def hf_tokens_per_s(shape, init_state, tc: TrainConfig, warm: int) -> float:
     return tokens / (stamps[tc.max_steps] - stamps[warm])
 
 
-def measure(preset: str, dtype: str, steps: int, warm: int, batch: int, seq: int, rounds: int) -> dict:
+def _rss_mb() -> float:
+    """This process' resident set now (MB)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _one_side(side: str, preset: str, tc: TrainConfig, warm: int, out: mp.Queue) -> None:
+    """In a fresh process: (tokens/s, RSS before training, peak RSS) of one side, MB."""
     shape = resolve_shape(ModelConfig(preset=preset), VOCAB, 1, 2, 0)
-    shape = replace(shape, max_seq_len=max(shape.max_seq_len, seq))
+    shape = replace(shape, max_seq_len=max(shape.max_seq_len, tc.seq_len))
     init_state = build_model(shape, seed=0).state_dict()
+    start = _rss_mb()
+    tps = (ours_tokens_per_s if side == "ours" else hf_tokens_per_s)(shape, init_state, tc, warm)
+    out.put((tps, start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def run_side(side: str, preset: str, tc: TrainConfig, warm: int) -> tuple[float, float, float]:
+    """`_one_side` in a spawned process (nothing of the other side's allocations stays)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_one_side, args=(side, preset, tc, warm, q))
+    proc.start()
+    result = q.get()
+    proc.join()
+    return result
+
+
+def measure(preset: str, dtype: str, steps: int, warm: int, batch: int, seq: int, rounds: int,
+            compile_ours: bool = False) -> dict:
+    shape = resolve_shape(ModelConfig(preset=preset), VOCAB, 1, 2, 0)
     tc = TrainConfig(max_steps=steps, batch_size=batch, seq_len=seq, dtype=dtype, warmup_steps=2,
                      log_every=1, eval_every=10 ** 9, save_every=10 ** 9, schedule="cosine")
-    ours, hf = [], []
+    got: dict[str, list] = {"ours": [], "hf": []}
     for _ in range(rounds):  # interleaved so drift hits both sides alike
-        ours.append(ours_tokens_per_s(shape, init_state, tc, warm))
-        hf.append(hf_tokens_per_s(shape, init_state, tc, warm))
-    model = build_model(shape)
+        for side in got:
+            got[side].append(run_side(side, preset, replace(tc, compile=compile_ours and side == "ours"), warm))
+            print(f"  {dtype} {side}: {got[side][-1][0]:,.0f} tok/s, peak RSS {got[side][-1][2]:,.0f} MB", flush=True)
+    model = build_model(replace(shape, max_seq_len=max(shape.max_seq_len, seq)))
     flops = model.flops_per_token(seq)
     peak = matmul_peak(torch.float32 if dtype == "fp32" else torch.bfloat16)
-    return {"preset": preset, "dtype": dtype, "params": model.num_params(), "ours_tok_s": max(ours),
-            "hf_tok_s": max(hf), "ratio": max(ours) / max(hf), "peak_gflops": peak,
-            "mfu_ours": flops * max(ours) / (peak * 1e9), "mfu_hf": flops * max(hf) / (peak * 1e9)}
+    best = {side: max(r[0] for r in runs) for side, runs in got.items()}
+    rss = {side: max(r[2] for r in runs) for side, runs in got.items()}
+    grown = {side: max(r[2] - r[1] for r in runs) for side, runs in got.items()}
+    return {"preset": preset, "dtype": dtype + (" (ours compiled)" if compile_ours else ""),
+            "params": model.num_params(), "ours_tok_s": best["ours"],
+            "hf_tok_s": best["hf"], "ratio": best["ours"] / best["hf"], "peak_gflops": peak,
+            "mfu_ours": flops * best["ours"] / (peak * 1e9), "mfu_hf": flops * best["hf"] / (peak * 1e9),
+            "rss_ours": rss["ours"], "rss_hf": rss["hf"], "train_rss_ours": grown["ours"], "train_rss_hf": grown["hf"]}
 
 
 def machine() -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     import transformers
-    return (f"{cpu}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
+    from transfergen.precision import cpu_has_native_bf16
+
+    return (f"{cpu} ({'with' if cpu_has_native_bf16() else 'without'} native bf16), {torch.get_num_threads()} "
+            f"threads, load average {os.getloadavg()[0]:.2f} at the start, Python {platform.python_version()}, "
             f"torch {torch.__version__}, transformers {transformers.__version__}")
 
 
 def table(rows: list[dict], header: str) -> str:
-    out = [header, "", "| preset | params | dtype | ours tok/s | HF Trainer tok/s | ratio | matmul peak GFLOP/s "
-           "| MFU ours | MFU HF |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [header, "", "| preset | params | dtype | ours tok/s | HF Trainer tok/s | ratio | peak RSS ours (training) "
+           "| peak RSS HF (training) | matmul peak GFLOP/s | MFU ours | MFU HF |", "|---" * 11 + "|"]
     for r in rows:
         out.append(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['dtype']} | {r['ours_tok_s']:,.0f} | "
-                   f"{r['hf_tok_s']:,.0f} | {r['ratio']:.2f}x | {r['peak_gflops']:.0f} | "
+                   f"{r['hf_tok_s']:,.0f} | {r['ratio']:.2f}x | {r['rss_ours']:,.0f} MB ({r['train_rss_ours']:,.0f}) | "
+                   f"{r['rss_hf']:,.0f} MB ({r['train_rss_hf']:,.0f}) | {r['peak_gflops']:.0f} | "
                    f"{100 * r['mfu_ours']:.0f}% | {100 * r['mfu_hf']:.0f}% |")
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="bf16 (unless --dtype), batch <= 8, 12 steps, one round")
+    ap.add_argument("--dtype", choices=["fp32", "bf16", "both"], default=None,
+                    help="default: both; --quick: bf16")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="ours with train.compile (HF Trainer as it comes); default: on with --quick")
     args = ap.parse_args()
+    dtypes = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}[args.dtype or
+                                                                           ("bf16" if args.quick else "both")]
+    args.compile = args.quick if args.compile is None else args.compile
     if args.quick:
-        plan = [("fp32", 12, 4, 1)]
         args.batch = min(args.batch, 8)
+        plan = [(d, 12, 4, 1) for d in dtypes]
     else:
-        plan = [("fp32", 30, 5, 2), ("bf16", 30, 5, 2)]
-    rows = [measure(args.preset, d, s, w, args.batch, args.seq, r) for d, s, w, r in plan]
-    header = (f"### pretrain_throughput {'--quick ' if args.quick else ''}({time.strftime('%Y-%m-%d')}, "
-              f"batch {args.batch} x seq {args.seq})\n\nMachine: {machine()}")
+        plan = [(d, 30, 5, 2) for d in dtypes]
+    header = (f"### pretrain_throughput {'--quick ' if args.quick else ''}({time.strftime('%Y-%m-%d %H:%M')}, "
+              f"batch {args.batch} x seq {args.seq}{', ours with train.compile' if args.compile else ''})"
+              f"\n\nMachine: {machine()}")
+    rows = [measure(args.preset, d, s, w, args.batch, args.seq, r, args.compile) for d, s, w, r in plan]
     text = table(rows, header)
     print(text)
     if args.record:
         with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as fh:
             fh.write("\n" + text + "\n")
-    print(f"ratio_vs_hf_trainer={rows[0]['ratio']:.2f}")
+    print(f"ratio_vs_hf_trainer={rows[-1]['ratio']:.2f}")  # bf16 when measured (it is measured last)
 
 
 if __name__ == "__main__":

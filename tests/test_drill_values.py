@@ -18,6 +18,7 @@ from conftest import make_corpus
 from test_cli import TINY_FLAGS
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this row needs a machine without CUDA")
+NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this row needs a machine without MPS")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,9 @@ ROWS = [
     (lambda w, o: pretrain(w, o, "--train.device=tpu"), "config key 'train.device': unknown device 'tpu'"),
     pytest.param(lambda w, o: pretrain(w, o, "--train.device=cuda"), "asks for CUDA device 0, but this machine "
                  "has 0", marks=NO_CUDA),
+    pytest.param(lambda w, o: pretrain(w, o, "--train.device=mps"), "'train.device': 'mps' asks for Apple's GPU",
+                 marks=NO_MPS),
+    (lambda w, o: pretrain(w, o, "--train.parallel=zero"), "config key 'train.parallel': must be one of ddp, fsdp"),
     (lambda w, o: pretrain(w, o, "--train.schedule=linear"), "config key 'train.schedule': expected one of"),
     (lambda w, o: pretrain(w, o, "--model.preset=huge"), "config key 'model.preset': unknown preset 'huge'"),
     (lambda w, o: pretrain(w, o, "--model.n_head=3"), "model.d_model (64) must be divisible by model.n_head"),
@@ -110,6 +114,10 @@ ROWS = [
     (lambda w, o: finetune(w, o, "--eval.num_beams=0"), "config key 'eval.num_beams': must be >= 1, got 0"),
     (lambda w, o: finetune(w, o, "--train.max_examples=0"), "config key 'train.max_examples': must be >= 1"),
     (lambda w, o: finetune(w, o, "--vocab.add=5"), "'vocab.extend_from' is empty but vocab.add > 0"),
+    (lambda w, o: finetune(w, o, "--train.parallel=fsdp", "--strategy", "full+gradual"),
+     "config key 'train.parallel': fsdp cannot run strategy 'gradual'"),
+    (lambda w, o: finetune(w, o, "--train.parallel=fsdp", "--eval.generate=true"),
+     "fsdp cannot decode during training"),
     (lambda w, o: finetune(w, o, "--init", "scratch", "--model.like", str(o.parent / "nope")),
      "config key 'model.like': folder"),
     # evaluate and generate flags
@@ -118,6 +126,9 @@ ROWS = [
     (lambda w, o: evaluate(w, o, "--eval.max_new_tokens=0"), "config key 'eval.max_new_tokens': must be >= 1"),
     (lambda w, o: evaluate(w, o, "--text", str(o.parent / "missing.txt")), "missing.txt: file not found"),
     (lambda w, o: evaluate(w, o, "--task", str(w["blue"])), "unknown metric 'blue'"),
+    (lambda w, o: evaluate(w, o, "--device", "tpu"), "config key '--device': unknown device 'tpu'"),
+    pytest.param(lambda w, o: generate(w, o, "--device", "cuda"), "'--device': 'cuda' asks for CUDA device 0",
+                 marks=NO_CUDA),
     (lambda w, o: generate(w, o, "--temperature", "-1"), "generate: argument --temperature: must be >= 0, got -1"),
     (lambda w, o: generate(w, o, "--temperature", "warm"), "argument --temperature: expected float, got 'warm'"),
     (lambda w, o: generate(w, o, "--top-p", "0"), "argument --top-p/--top_p: must be in (0, 1], got 0"),

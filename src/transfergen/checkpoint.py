@@ -5,7 +5,7 @@ Layout of a run folder:
     RUN/config.json, model.safetensors, tokenizer.json, ...   latest weights (HF loadable)
     RUN/checkpoints/step-0000200/                             complete checkpoint
         config.json model.safetensors generation_config.json tokenizer.json ...
-        training_state.pt    optimizer moments + RNG states (tensors only)
+        training_state.pt    optimizer moments + RNG states, CUDA's too (tensors only)
         training_weights.safetensors   the un-exported training weights, when the saved
                              model differs from the trained one (LoRA adapters merged)
         adapter/             LoRA runs: the adapters alone, in PEFT format (copied to RUN/adapter/)
@@ -90,14 +90,15 @@ def _write_error(why: str, what: str, run_dir: Path) -> UserError:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, tokenizer: Any,
-                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
+                    optimizer_state: dict, state: dict, keep: int = 2,
                     export: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
                     extra: Callable[[torch.nn.Module, Path], None] | None = None) -> Path:
     """Write checkpoint `step` atomically, refresh the top-level model, prune old ones.
 
     With `export`, the HF folder holds `export(model)` (e.g. LoRA merged) and the raw
     training weights go to training_weights.safetensors so a resume continues exactly;
-    `extra(model, folder)` writes further files (LoRA's adapter/).
+    `extra(model, folder)` writes further files (LoRA's adapter/). `optimizer_state` is the
+    optimizer's state dict (FSDP2's consolidated one, keyed by parameter name).
     """
     run_dir = Path(run_dir)
     root = run_dir / "checkpoints"
@@ -108,7 +109,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, toke
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         _write_model(tmp, model, export, extra)
-        _write_training_state(tmp, model, tokenizer, optimizer, state, export is not None)
+        _write_training_state(tmp, model, tokenizer, optimizer_state, state, export is not None)
     except Exception as exc:  # noqa: BLE001 - torch/safetensors report a full disk as their own errors
         why = write_problem(exc, root)
         shutil.rmtree(tmp, ignore_errors=True)  # give the space back now; the previous checkpoint is untouched
@@ -141,15 +142,15 @@ def _commit(tmp: Path, final: Path, run_dir: Path) -> None:
                            run_dir) from None
 
 
-def _write_training_state(tmp: Path, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer,
+def _write_training_state(tmp: Path, model: torch.nn.Module, tokenizer: Any, optimizer_state: dict,
                           state: dict, raw_weights: bool) -> None:
     """Everything of a checkpoint but the model: tokenizer, optimizer + RNG, trainer state; fsynced."""
     if raw_weights:
         state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(_untie(state_dict), str(tmp / TRAINING_WEIGHTS_FILE))
     tokenizer.save(tmp)
-    tensors = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-               "python_rng": list(random.getstate()[1])}
+    tensors = {"optimizer": optimizer_state, "torch_rng": torch.get_rng_state(),
+               "python_rng": list(random.getstate()[1]), **_cuda_rng()}
     torch.save(tensors, tmp / TENSOR_STATE_FILE)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
     for f in tmp.rglob("*"):
@@ -272,7 +273,16 @@ def load_training_state(ckpt: Path) -> tuple[dict, dict]:
     return state, tensors
 
 
+def _cuda_rng() -> dict:
+    """The current CUDA device's RNG state (dropout, sampling on the GPU), when CUDA is in use."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"cuda_rng": torch.cuda.get_rng_state()}
+
+
 def restore_rng(tensors: dict) -> None:
-    """Put torch's and Python's RNGs back where the checkpoint left them."""
+    """Put torch's, CUDA's and Python's RNGs back where the checkpoint left them."""
     torch.set_rng_state(tensors["torch_rng"])
     random.setstate((3, tuple(int(x) for x in tensors["python_rng"]), None))
+    if "cuda_rng" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda_rng"])

@@ -109,3 +109,8 @@ def check_values(cfg: Any, prefix: str = "") -> None:
             check_values(value, f"{prefix}{f.name}.")
         else:
             check_field(f, value, prefix + f.name)
+
+
+def device_flag(p: argparse.ArgumentParser) -> None:
+    """Add `--device` to a command that loads a model (`distributed.resolve_device` checks it)."""
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")

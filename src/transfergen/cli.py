@@ -1,4 +1,4 @@
-"""Command line: `transfergen pretrain | finetune | generate | evaluate | score | study | analyze | demo`.
+"""Command line: `transfergen pretrain | finetune | generate | evaluate | score | study | analyze | select | demo`.
 
 Every config field is a flag: `--train.lr=3e-4`, `--model.preset tiny`. A few
 common ones have short forms (`--corpus`, `--out`, `--init`, `--resume`).
@@ -12,15 +12,15 @@ import argparse
 import os
 import re
 import sys
-from pathlib import Path
 
 from . import __version__
-from .checks import above, at_least, flag_type, within
+from .checks import above, at_least, device_flag, flag_type, within
 from .errors import EXIT_USER_ERROR, UserError, os_error_line
+from .analysis.cli import add_analyze_parser, run_analyze
 from .metrics.cli import add_score_parser
 
 # The RunConfig sections pretraining reads; any other section set there would do nothing.
-PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train")
+PRETRAIN_SECTIONS = ("out", "init", "resume", "model", "tokenizer", "data", "train", "vocab")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +57,8 @@ def _pretrain_parser(sub) -> None:
                        **_keys_help(RunConfig, PRETRAIN_SECTIONS))
     _run_args(p)
     p.add_argument("--corpus", nargs="+", metavar="FILE", help="text / .gz / .jsonl files (data.corpus)")
-    p.add_argument("--init", help="scratch, or a local HF causal-LM folder to continue from (init)")
+    p.add_argument("--init", help="scratch, or a pretrained run / local HF causal-LM folder to continue from, "
+                                  "its tokenizer kept (init); --vocab.add=N --vocab.extend_from FILES grows it")
 
 
 def _finetune_parser(sub) -> None:
@@ -107,6 +108,7 @@ def _generate_parser(sub) -> None:
                    dest="no_repeat_ngram_size", help="0 = off")
     p.add_argument("--batch-size", "--batch_size", type=flag_type(int, at_least(1)), default=32, dest="batch_size")
     p.add_argument("--seed", type=flag_type(int, at_least(0)), default=None)
+    device_flag(p)
 
 
 def _evaluate_parser(sub) -> None:
@@ -123,6 +125,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=flag_type(int, at_least(1)), default=None, help="score only the first N examples")
     p.add_argument("--text", nargs="+", metavar="FILE", help="also report perplexity on these text files")
+    device_flag(p)
 
 
 def _demo_parser(sub) -> None:
@@ -148,26 +151,26 @@ def _study_parser(sub) -> None:
                                                        "nested ones too, e.g. --base.train.max_steps=300)"))
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--out", required=True, help="the study folder")
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild the report from the files finished runs and the analysis wrote (loads no model)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--report-only", action="store_true", help="rebuild the report from the files finished runs "
+                      "and the analysis wrote (loads no model)")
+    mode.add_argument("--emit-commands", action="store_true", help="run nothing: print one self-contained shell "
+                      "command per job, in dependency order, for a scheduler")
+    mode.add_argument("--job", metavar="ID", help="run one job --emit-commands printed")
 
 
-def _analyze_parser(sub) -> None:
-    p = sub.add_parser("analyze", allow_abbrev=False, help="why transfer worked: domain mismatch, layer change")
-    what = p.add_subparsers(dest="what", required=True)
-    d = what.add_parser("domain", allow_abbrev=False, help="pretraining corpus vs target corpus",
-                        description="CORPUS: a task YAML, or comma-separated text/JSONL files or pkg: names.")
-    d.add_argument("--source", required=True, metavar="CORPUS")
-    d.add_argument("--target", required=True, metavar="CORPUS")
-    d.add_argument("--model", help="a run folder: adds fertility, unknown rate and perplexities")
-    d.add_argument("--lang", default="en", help="word segmentation (zh: jieba)")
-    d.add_argument("--out", help="also write the report as JSON here")
-    l_ = what.add_parser("layers", allow_abbrev=False, help="per-layer weight change and CKA after fine-tuning")
-    l_.add_argument("--pretrained", required=True)
-    l_.add_argument("--finetuned", required=True)
-    l_.add_argument("--task", required=True, metavar="TASK.yaml", help="target inputs: its test sources")
-    l_.add_argument("--examples", type=flag_type(int, at_least(1)), default=32)
-    l_.add_argument("--out", help="also write the report as JSON here")
+def _select_parser(sub) -> None:
+    from .select import SelectConfig
+
+    p = sub.add_parser("select", allow_abbrev=False, help="select the corpus documents that look like the target",
+                       description="Score every document of --corpus by cross-entropy difference (or at random, "
+                                   "the control) and write the kept ones to OUT/selected.jsonl and what was done "
+                                   "to OUT/selection.json.",
+                       **_keys_help(SelectConfig, title="selection keys (--key=value)"))
+    p.add_argument("--corpus", nargs="+", metavar="FILE", help="the general corpus (corpus)")
+    p.add_argument("--target", metavar="TASK.yaml|FILES", help="target text (target)")
+    p.add_argument("--out", required=True, help="the selection folder")
+    p.add_argument("--config", action="append", default=[], metavar="YAML", help="selection keys, before the flags")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_parser(sub)
     _evaluate_parser(sub)
     _study_parser(sub)
-    _analyze_parser(sub)
+    add_analyze_parser(sub)
+    _select_parser(sub)
     return parser
 
 
@@ -236,22 +240,12 @@ def _one_line(text: str) -> str:
     return re.sub("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", lambda m: m[0].encode("unicode_escape").decode(), text)
 
 
-def _read_lines(given: list[str], path: str | None, what: str) -> list[str]:
-    """`given`, then the lines of the file at `path` (when set)."""
-    lines = list(given)
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines += f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read {what}: {exc}", path=path) from None
-    return lines
-
-
 def _read_inputs(args: argparse.Namespace) -> tuple[list[str], bool]:
     """The texts to continue and whether they are task sources (--source) rather than prompts."""
-    prompts = _read_lines(args.prompt, args.prompts_file, "prompts")
-    sources = _read_lines(args.source, args.sources_file, "sources")
+    from .io import read_lines
+
+    prompts = read_lines(args.prompt, args.prompts_file, "prompts")
+    sources = read_lines(args.source, args.sources_file, "sources")
     if bool(prompts) == bool(sources):
         raise UserError("generate: give prompts (--prompt, --prompts-file) or task inputs (--source, "
                         f"--sources-file){', not both' if prompts else ''}")
@@ -262,6 +256,7 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
     if rest:
         raise UserError(f"unexpected argument(s) for generate: {' '.join(rest)}")
     from .data.seq2seq import recorded_prompt_ids
+    from .distributed import resolve_device
     from .generate import GenerationConfig, generate_text
     from .hub import load_model
     from .tokenizer import TextTokenizer
@@ -275,9 +270,10 @@ def _cmd_generate(args: argparse.Namespace, rest: list[str]) -> int:
         repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
         batch_size=args.batch_size, seed=args.seed)
     cfg.validate()  # bad flags fail before the model loads
+    device = resolve_device(args.device, key="--device")
     tok = TextTokenizer.load(args.model)
     prompts = recorded_prompt_ids(tok, texts) if is_source else texts  # no recorded format: fails here
-    model = load_model(args.model)
+    model = load_model(args.model, device=device)
     for text, out in zip(texts, generate_text(model, tok, prompts, cfg), strict=True):
         print(_one_line(out if is_source else text + out), flush=True)  # a source: its target alone
     return 0
@@ -287,10 +283,7 @@ def _cmd_demo(args: argparse.Namespace, rest: list[str]) -> int:
     from .config import parse_overrides
     from .demo import run_demo
 
-    overrides = parse_overrides(rest)
-    if args.out:
-        overrides["out"] = args.out
-    run_demo(overrides)
+    run_demo({**parse_overrides(rest), **({"out": args.out} if args.out else {})})
     return 0
 
 
@@ -306,7 +299,8 @@ def _cmd_evaluate(args: argparse.Namespace, rest: list[str]) -> int:
     task = from_dict(TaskConfig, merge(to_dict(load_task_file(args.task)), overrides.get("task", {})),
                      prefix="task.")
     ecfg = from_dict(EvalConfig, overrides.get("eval", {}), prefix="eval.")
-    result = run_evaluate(args.model, task, args.split, args.out, ecfg, limit=args.limit, text=args.text)
+    result = run_evaluate(args.model, task, args.split, args.out, ecfg, limit=args.limit, text=args.text,
+                          device=args.device)
     print(f"{task.name} {args.split} ({result['n']} examples), perplexity {result['perplexity']:.2f}")
     if "text_perplexity" in result:
         print(f"text perplexity {result['text_perplexity']:.2f}")
@@ -330,6 +324,9 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     from .study import load_study, run_study
 
     cfg = load_study(args.study, parse_overrides(rest))
+    if args.emit_commands or args.job:
+        from .study.jobs import emit_or_run
+        return emit_or_run(cfg, args.study, args.out, rest, args.job)
     failed = [] if args.report_only else run_study(cfg, args.out, source=args.study)
     rep = write_report(cfg, args.out, failed)
     print("\n" + "\n".join(summary_lines(rep)))
@@ -340,41 +337,20 @@ def _cmd_study(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def _cmd_analyze(args: argparse.Namespace, rest: list[str]) -> int:
-    import json
+def _cmd_select(args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import build_config, merge, parse_overrides
+    from .select import SelectConfig, run_select
 
-    if rest:
-        raise UserError(f"unexpected argument(s) for analyze: {' '.join(rest)}")
-    if args.what == "domain":
-        from .analysis.domain import domain_report, format_domain, load_corpus
-
-        tok = model = None
-        if args.model:
-            from .hub import load_model
-            from .tokenizer import TextTokenizer
-
-            tok, model = TextTokenizer.load(args.model), load_model(args.model)
-        rep = domain_report(load_corpus(args.source, "source"), load_corpus(args.target, "target"),
-                            lang=args.lang, tokenizer=tok, model=model)
-        print("\n".join(format_domain(rep)))
-    else:
-        from .analysis.layers import layer_report
-        from .data.tasks import load_task, load_task_file
-
-        texts = [ex.source for ex in load_task(load_task_file(args.task)).test[:args.examples]]
-        rep = layer_report(args.pretrained, args.finetuned, texts)
-        print("| layer | relative weight change | CKA |\n|---|---:|---:|")
-        cka = {c["name"]: c["cka"] for c in rep["cka"]}
-        for w in rep["weight_change"]:
-            print(f"| {w['name']} | {w['relative_change']:.4f} | {cka.get(w['name'], float('nan')):.3f} |")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    short = {k: v for k, v in {"corpus": args.corpus, "target": args.target}.items() if v}
+    res = run_select(build_config(SelectConfig, args.config, merge(short, parse_overrides(rest))), args.out)
+    kept = res["kept"]
+    print(f"{res['method']}: kept {kept['docs']:,} of {res['corpus']['docs']:,} documents, {kept['words']:,} of "
+          f"{res['corpus']['words']:,} words ({kept['word_fraction']:.1%}) -> {res['selected']}")
     return 0
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate,
-            "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo, "score": _cmd_score, "study": _cmd_study, "analyze": _cmd_analyze}
+COMMANDS = {"pretrain": _cmd_pretrain, "finetune": _cmd_finetune, "generate": _cmd_generate, "evaluate": _cmd_evaluate,
+            "demo": _cmd_demo, "score": _cmd_score, "study": _cmd_study, "analyze": run_analyze, "select": _cmd_select}
 
 
 def main(argv: list[str] | None = None) -> int:

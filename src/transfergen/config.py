@@ -102,7 +102,11 @@ class TrainConfig:
     min_lr_ratio: float = opt(0.1, "the schedule's multiplier at max_steps", check=within(0, 1))
     grad_clip: float | None = opt(1.0, "global-norm clipping; null disables", check=above(0))
     dtype: str = opt("auto", "auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16 (CUDA)")
-    device: str = opt("auto", "auto | cpu | cuda")
+    device: str = opt("auto", "auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
+    parallel: str = opt("ddp", "under torchrun: ddp (every rank holds the model) | fsdp (FSDP2: parameters, "
+                        "gradients and AdamW state sharded over the ranks)", check=one_of("ddp", "fsdp"))
+    activation_checkpointing: bool = opt(False, "recompute each block's activations in the backward pass: "
+                                         "less memory, about 1/3 more compute")
     seed: int = opt(1337, "initialisation and data-order seed", check=at_least(0))
     log_every: int = opt(10, "steps between loss records", check=at_least(1))
     eval_every: int = opt(100, "steps between validation evaluations", check=at_least(1))
@@ -111,6 +115,7 @@ class TrainConfig:
     save_every: int = opt(200, "steps between checkpoints", check=at_least(1))
     keep_checkpoints: int = opt(2, "complete checkpoints kept", check=at_least(1))
     threads: int | None = opt(None, "torch intra-op threads; null keeps torch's default", check=at_least(1))
+    compile: bool = opt(False, "torch.compile the model for training (bench/RESULTS.md: 1.36x in emulated bf16)")
     max_examples: int | None = opt(None, "fine-tuning: a fixed, seeded subset of the training pairs", check=at_least(1))
     best_metric: str | None = opt(None, "keep RUN/best/ by this evaluation number (val_loss, bleu, ...)")
     patience: int = opt(0, "stop after this many evaluations without a new best (0: never)", check=at_least(0))

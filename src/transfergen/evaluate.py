@@ -56,7 +56,7 @@ def task_perplexity(model: torch.nn.Module, tok: TextTokenizer, task: TaskConfig
                     examples: list[Example], batch_size: int = 32) -> float:
     """exp(mean loss per target token) over all `examples` (teacher forcing)."""
     batches = task_val_batches(examples, tok, task, batch_size, max_batches=10 ** 9)
-    return math.exp(min(evaluate_loss(model, batches, torch.device("cpu")), 50.0))
+    return math.exp(min(evaluate_loss(model, batches, next(model.parameters()).device), 50.0))
 
 
 def text_perplexity(model: torch.nn.Module, tok: TextTokenizer, paths: list[str], seq_len: int = 256,
@@ -97,8 +97,12 @@ def eval_hook(tok: TextTokenizer, task: TaskConfig, examples: list[Example],
 
 
 def _check_request(task: TaskConfig, split: str, ecfg: EvalConfig, limit: int | None,
-                   text: list[str] | None) -> None:
-    """What `run_evaluate` is asked for, checked before any work (library callers included)."""
+                   text: list[str] | None, device: str) -> torch.device:
+    """What `run_evaluate` is asked for, checked before any work (library callers included);
+    returns the device to decode on."""
+    from .distributed import resolve_device
+
+    dev = resolve_device(device, key="--device")
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
     if limit is not None and limit < 1:
@@ -106,18 +110,20 @@ def _check_request(task: TaskConfig, split: str, ecfg: EvalConfig, limit: int | 
     check_values(ecfg, "eval.")
     check_task_config(task)
     check_sources(text or [])
+    return dev
 
 
 def run_evaluate(model_dir: str, task: TaskConfig, split: str, out: str, ecfg: EvalConfig,
-                 limit: int | None = None, text: list[str] | None = None) -> dict:
-    """Decode and score `split` of `task` with the model at `model_dir`; write the results.
-    Everything that can be checked is, before the model loads: a bad value, a missing text
-    file, an output folder that is a file or cannot be written."""
+                 limit: int | None = None, text: list[str] | None = None, device: str = "auto") -> dict:
+    """Decode and score `split` of `task` with the model at `model_dir` on `device` (auto: CUDA,
+    then MPS, then CPU; in fp32); write the results. Everything that can be checked is, before
+    the model loads: a bad value or device, a missing text file, an output folder that is a
+    file or cannot be written."""
     from .hub import load_model
 
-    _check_request(task, split, ecfg, limit, text)
+    dev = _check_request(task, split, ecfg, limit, text, device)
     out_dir = ensure_out_dir(out)
-    model, tok = load_model(model_dir), TextTokenizer.load(model_dir)
+    model, tok = load_model(model_dir, device=dev), TextTokenizer.load(model_dir)
     examples = getattr(load_task(task), split)[:limit]
     hyps = predict(model, tok, task, examples, generation_config(ecfg))
     scores = score(hyps, examples, task)

@@ -12,7 +12,6 @@ strategy machinery are the same, so the comparison measures the initial weights 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -20,14 +19,12 @@ import torch
 
 from .checkpoint import load_training_weights
 from .config import RunConfig
-from .data.readers import iter_documents
 from .data.seq2seq import TaskBatches, chat_template, task_val_batches
 from .data.tasks import Example, TaskData, load_task
 from .hub import load_model
-from .session import Session, build_initial_model, check_length, resolve_tokenizer, session
+from .session import Session, build_initial_model, check_length, extend_vocab, resolve_tokenizer, session
 from .preflight import check_run
 from .strategies import apply_strategy
-from .tokenizer import TextTokenizer
 from .train import train
 
 
@@ -44,19 +41,6 @@ def _task_texts(data: TaskData):
     return lambda: (t for ex in data.train for t in (ex.source, ex.target) if t.strip())
 
 
-def _extend_vocab(cfg: RunConfig, tok: TextTokenizer, model: torch.nn.Module, s: Session):
-    """Grow tokenizer and embeddings per `vocab.*`; the report goes to vocab_report.json."""
-    from .vocab import extend_vocabulary
-
-    if cfg.vocab.add <= 0:
-        return tok, model
-    docs = list(iter_documents(cfg.vocab.extend_from, cfg.data.format, cfg.data.text_field, cfg.data.doc_sep))
-    tok, model, report = extend_vocabulary(tok, model, docs, cfg.vocab.add)
-    if s.info.is_main:
-        (s.run_dir / "vocab_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    return tok, model
-
-
 def _base_folder(cfg: RunConfig) -> str | None:
     """The model folder whose weights the run starts from (LoRA's adapter names it); None for
     scratch, and for a grown vocabulary, which no longer is that folder's model."""
@@ -66,7 +50,7 @@ def _base_folder(cfg: RunConfig) -> str | None:
 def _restore_weights(model: torch.nn.Module, ckpt: Path) -> None:
     """Resume: the raw training weights if saved (LoRA), else the checkpoint's model."""
     if not load_training_weights(ckpt, model):
-        model.load_state_dict(load_model(ckpt).state_dict())
+        model.load_state_dict(load_model(ckpt, dtype=None).state_dict())
 
 
 def _log_setup(s: Session, summary: dict, batches: TaskBatches, data: TaskData) -> dict:
@@ -93,7 +77,7 @@ def run_finetune(cfg: RunConfig) -> dict:
         # [bos] prompt [sep] target(+eos): the longest sequence the encoder can produce
         check_length(model, cfg.task.max_source_tokens + cfg.task.max_target_tokens + 2,
                      "task.max_source_tokens")
-        tok, model = _extend_vocab(cfg, tok, model, s)
+        tok, model = extend_vocab(cfg, tok, model, s)
         # Saved with every checkpoint: transfergen generate --source and HF's chat template prompt alike.
         tok.set_task_format(cfg.task.prompt, cfg.task.max_source_tokens, chat_template(tok, cfg.task))
         result = apply_strategy(model, cfg.strategy, cfg.train, base=_base_folder(cfg))

@@ -140,30 +140,50 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor] | None:
     return state
 
 
-def _load_fast(folder: Path, shape: ModelShape, state: dict[str, torch.Tensor]) -> TransferGenLM:
-    """Build TransferGenLM and copy `state` in, checking names and shapes."""
-    model = TransferGenLM(shape)
+def _load_fast(folder: Path, shape: ModelShape, state: dict[str, torch.Tensor],
+               dtype: torch.dtype | None) -> TransferGenLM:
+    """TransferGenLM holding `state`'s tensors (cast to `dtype` one by one), names and shapes checked."""
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     state.pop("lm_head.weight", None)  # tied: the embedding is the head
-    expected = set(model.state_dict()) - {"lm_head.weight"}
+    with torch.device("meta"):
+        expected = set(TransferGenLM(shape).state_dict()) - {"lm_head.weight"}
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing:
         raise UserError(f"checkpoint is missing tensor '{missing[0]}' ({len(missing)} missing)",
                         path=str(folder))
     if unexpected:
         raise UserError(f"checkpoint has unexpected tensor '{unexpected[0]}'", path=str(folder))
+    for k, v in state.items():  # one tensor at a time: never two copies of the whole model
+        if dtype is not None and v.is_floating_point():
+            state[k] = v.to(dtype)
     try:
-        model.load_state_dict(state, strict=False)  # copies in place, so the tie survives
+        return TransferGenLM.from_state_dict(shape, state)
     except RuntimeError as exc:  # shape mismatch between config.json and the tensors
         raise UserError(f"weights do not match config.json: {str(exc).splitlines()[-1].strip()}",
                         path=str(folder)) from None
-    return model
 
 
-def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+def _hf_load_args(dtype: torch.dtype | None) -> dict[str, Any]:
+    """from_pretrained's arguments for `dtype` (None: the checkpoint's own) with low CPU memory,
+    across transformers 4 (`torch_dtype`, low_cpu_mem_usage needs accelerate) and 5 (`dtype`)."""
+    import importlib.util
+
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    args: dict[str, Any] = {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype or "auto"}
+    if major < 5 and importlib.util.find_spec("accelerate") is not None:
+        args["low_cpu_mem_usage"] = True  # transformers 5 always loads this way
+    return args
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype | None = torch.float32,
+               device: torch.device | str | None = None) -> nn.Module:
     """Load a saved model folder: TransferGenLM for compatible Llama checkpoints, else HFCausalLM.
 
-    The result is in eval mode and cast to `dtype`.
+    The result is in eval mode, in `dtype` (None: each tensor's dtype in the checkpoint, as
+    `--init` loads it) and on `device` (None: the CPU). The weights are read once, into the
+    model itself: no randomly initialised copy is built first.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -174,18 +194,45 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Mo
     shape = _llama_shape(_read_json(folder / "config.json"))
     state = _read_safetensors(folder) if shape is not None else None
     if shape is not None and state is not None:
-        return _load_fast(folder, shape, state).to(dtype).eval()
-    from transformers import AutoModelForCausalLM
+        model: nn.Module = _load_fast(folder, shape, state, dtype)
+    else:
+        from transformers import AutoModelForCausalLM
 
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
+                                                      **_hf_load_args(dtype))
+        except Exception as exc:  # noqa: BLE001 - unknown architecture, missing/corrupt weights, ...
+            raise UserError(f"cannot load model: {_first_line(exc)}", path=str(folder)) from None
+        model = HFCausalLM(hf)
+    return (model.to(device) if device is not None else model).eval()
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+def weights_dtype(folder: str | Path) -> torch.dtype | None:
+    """The floating dtype most of a folder's safetensors weights are stored in, read from the
+    file's header alone; None without safetensors weights."""
+    folder = Path(folder)
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        return None
     try:
-        hf = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - unknown architecture, missing/corrupt weights, ...
-        raise UserError(f"cannot load model: {_first_line(exc)}", path=str(folder)) from None
-    return HFCausalLM(hf.to(dtype)).eval()
+        with open(files[0], "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read weights: {exc}", path=str(files[0])) from None
+    counts: dict[torch.dtype, int] = {}
+    for key, info in header.items():
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype")) if key != "__metadata__" else None
+        if dtype is not None:
+            counts[dtype] = counts.get(dtype, 0) + 1
+    return max(counts, key=counts.get) if counts else None
 
 
 def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
-    """Random weights in the architecture of the model folder at `path` (scratch baselines).
+    """Random weights in the architecture of the model folder at `path` (scratch baselines),
+    in the dtype its weights are stored in, as `--init` loads them.
 
     The transfer arm and its scratch baseline then differ only in the initial weights.
     """
@@ -193,16 +240,17 @@ def build_like(path: str | Path, seed: int | None = None) -> nn.Module:
     if not (folder / "config.json").is_file():
         raise UserError("model.like: no config.json in model folder", path=str(folder))
     refuse_custom_code(folder)
+    dtype = weights_dtype(folder) or torch.float32
     shape = _llama_shape(_read_json(folder / "config.json"))
     if shape is not None:
-        return build_model(shape, seed=seed)
+        return build_model(shape, seed=seed).to(dtype)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if seed is not None:
         torch.manual_seed(seed)
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-        return HFCausalLM(AutoModelForCausalLM.from_config(config, trust_remote_code=False))
+        return HFCausalLM(AutoModelForCausalLM.from_config(config, trust_remote_code=False).to(dtype))
     except Exception as exc:  # noqa: BLE001 - unknown architecture, bad config
         raise UserError(f"model.like: cannot build the architecture: {_first_line(exc)}",
                         path=str(folder)) from None

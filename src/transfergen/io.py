@@ -22,6 +22,18 @@ CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "p
 OWN_AUTO_MAP = {"AutoTokenizer": [None, "jieba_tokenizer.JiebaBPETokenizerFast"]}
 
 
+def read_lines(given: list[str], path: str | None, what: str) -> list[str]:
+    """`given`, then the lines of the UTF-8 file at `path` (when set); UserError naming it."""
+    lines = list(given)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines += f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {what}: {exc}", path=path) from None
+    return lines
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace `path` with `text` in one step: readers see the old file or the new, never half."""
     path = Path(path)

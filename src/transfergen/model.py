@@ -7,7 +7,7 @@ those of `transformers.LlamaForCausalLM`, so a saved folder (`config.json` +
 and a Llama checkpoint loads back into this (faster, smaller) implementation.
 
 Anything else that `transformers` can load is wrapped by `HFCausalLM`, which exposes the
-same small interface (forward -> logits, num_params, flops_per_token, max_seq_len), so
+same small interface (forward -> logits, or the loss given labels; num_params, flops_per_token, max_seq_len), so
 the training loop never has to know which one it holds.
 """
 
@@ -19,9 +19,11 @@ import torch
 import torch.nn as nn
 
 from .layers import KVCache, LlamaDecoderLayer, RMSNorm, RotaryEmbedding, decode_mask
+from .loss import head_loss, lm_loss
 from .shape import PRESETS, ModelShape, resolve_shape
 
-__all__ = ["PRESETS", "HFCausalLM", "ModelShape", "TransferGenLM", "build_model", "resolve_shape", "unwrap"]
+__all__ = ["BLOCK_LISTS", "PRESETS", "HFCausalLM", "ModelShape", "TransferGenLM", "block_list", "build_model",
+           "resolve_shape", "unwrap"]
 
 # ---------------------------------------------------------------------------
 # the model
@@ -67,6 +69,18 @@ class TransferGenLM(nn.Module):
                 s = resid_std if name.endswith(("o_proj.weight", "down_proj.weight")) else std
                 nn.init.normal_(p, mean=0.0, std=s, generator=generator)
 
+    @classmethod
+    def from_state_dict(cls, shape: ModelShape, state: dict[str, torch.Tensor]) -> TransferGenLM:
+        """The model holding `state`'s tensors themselves, in their dtype: built on the meta device
+        (no random init, no second copy of the weights), the tensors assigned, the head tied
+        again, the RoPE tables (derived, never saved) computed. RuntimeError on a shape mismatch."""
+        with torch.device("meta"):
+            model = cls(shape)
+        model.load_state_dict(state, strict=False, assign=True)
+        model.lm_head.weight = model.model.embed_tokens.weight
+        model.model.rotary_emb = RotaryEmbedding(shape.head_dim, shape.max_seq_len, shape.rope_theta)
+        return model
+
     @property
     def max_seq_len(self) -> int:
         return self.shape.max_seq_len
@@ -81,8 +95,9 @@ class TransferGenLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                logits_to_keep: int = 0) -> torch.Tensor:
-        """(B,T) token ids -> (B,T,V) next-token logits (the last `logits_to_keep` only if > 0).
+                logits_to_keep: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,T) token ids -> (B,T,V) next-token logits (the last `logits_to_keep` only if > 0);
+        with `labels` (B,T) the mean next-token loss instead (`loss.head_loss`: no logits made).
 
         Training passes ids only. Decoding passes a `KVCache` (the new keys/values are
         appended, attention covers every cached slot), `position_ids` (B,T) (left padding:
@@ -99,7 +114,11 @@ class TransferGenLM(nn.Module):
             cache.advance(T)
         if logits_to_keep:  # a prefill needs the last position only: skips (T-1) head matmuls
             x = x[:, -logits_to_keep:]
-        return self.lm_head(self.model.norm(x))  # (B,T,V)
+        if labels is None:
+            return self.lm_head(self.model.norm(x))  # (B,T,V)
+        if type(self.lm_head) is nn.Linear:  # an adapted head (not ours) goes the plain way
+            return head_loss(self.model.norm(x), self.lm_head.weight, labels)
+        return lm_loss(self.lm_head(self.model.norm(x)), labels)
 
     def num_params(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
         """Unique parameters (the tied head counts once); optionally without the embedding."""
@@ -148,9 +167,10 @@ class HFCausalLM(nn.Module):
     def vocab_size(self) -> int:
         return self.hf.get_output_embeddings().weight.shape[0]
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B,T) token ids -> (B,T,V) logits."""
-        return self.hf(input_ids=input_ids, use_cache=False).logits
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,T) token ids -> (B,T,V) logits; with `labels` (B,T) the mean next-token loss."""
+        logits = self.hf(input_ids=input_ids, use_cache=False).logits
+        return logits if labels is None else lm_loss(logits, labels)
 
     def num_params(self, trainable_only: bool = False, exclude_embeddings: bool = False) -> int:
         """Unique parameters; `exclude_embeddings` drops every nn.Embedding (as HF does)."""
@@ -163,6 +183,32 @@ class HFCausalLM(nn.Module):
         layers, width = getattr(c, "num_hidden_layers", None), getattr(c, "hidden_size", None)
         attn = 12.0 * layers * width * seq_len if layers and width else 0.0
         return 6.0 * n + attn
+
+
+# Where common causal LMs keep their stack of blocks (bottom to top). Matched as a suffix, so
+# HFCausalLM's `hf.` prefix and other wrappers need no entry of their own. A model whose list
+# is named otherwise is found by its blocks' class (`_no_split_modules`, which HF models declare).
+BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers")
+
+
+def block_list(model: nn.Module) -> str:
+    """The dotted name of `model`'s ModuleList of transformer blocks, bottom to top.
+
+    Our model and Llama/Qwen/Mistral keep it at `model.layers`, GPT-2 at `transformer.h`;
+    any other transformers model is recognised by the class of its blocks (e.g. OPT's
+    `model.decoder.layers` of `OPTDecoderLayer`). UserError when there is none."""
+    from .errors import UserError
+
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    for name, _ in lists:
+        if name.endswith(BLOCK_LISTS):
+            return name
+    block_classes = {c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or [])}
+    for name, mods in lists:
+        if all(type(b).__name__ in block_classes for b in mods):
+            return name
+    raise UserError(f"cannot find the transformer blocks of {type(unwrap(model)).__name__} (looked for a module "
+                    f"list named *{', *'.join(BLOCK_LISTS)}, or one of the classes the model names as blocks)")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -98,7 +98,7 @@ def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None) -> fl
     params = [p for p in params if p.grad is not None]
     if not params:
         return 0.0
-    if max_norm is None:
-        norms = torch.stack([p.grad.detach().norm(2) for p in params])
-        return float(norms.norm(2))
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
+    # max_norm None: an infinite bound measures without scaling (the factor is clamped to 1).
+    norm = torch.nn.utils.clip_grad_norm_(params, float("inf") if max_norm is None else max_norm, foreach=True)
+    full = getattr(norm, "full_tensor", None)  # FSDP2's gradients are shards: the norm over all of them
+    return float(full() if full is not None else norm)

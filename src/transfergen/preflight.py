@@ -6,7 +6,8 @@
     inputs       corpus files, the task file, the folders of init / model.like /
                  tokenizer.path (present, and asking to run no code of their own)
     coherence    best_metric is one of the evaluation's numbers and patience has one to
-                 watch; vocab.add has text to learn from; a scratch model holds its sequences
+                 watch; vocab.add has text to learn from; a scratch model holds its sequences;
+                 train.parallel=fsdp is not asked for what it cannot shard
 
 Every problem is one line (`ConfigError` / `UserError`) naming the key or the file. The run
 folder (a file in the way, the lock, a resume's drift) is `session.py`'s.
@@ -47,6 +48,30 @@ def check_run(cfg: RunConfig, command: str, folders: bool = True) -> None:
     else:
         _check_finetune(cfg)
     _check_best_metric(cfg, command)
+    _check_fsdp(cfg, command)
+
+
+# What FSDP2 cannot do here: these hold parameters by reference (which sharding replaces) or
+# run on rank 0 alone (a sharded forward needs every rank).
+FSDP_REFUSED = {"gradual": "its hook flips requires_grad on parameters that sharding replaces",
+                "l2sp": "its penalty holds the unsharded pretrained weights"}
+
+
+def _check_fsdp(cfg: RunConfig, command: str) -> None:
+    """train.parallel=fsdp with a strategy, decoding or dtype it cannot shard: one line now."""
+    if cfg.train.parallel != "fsdp":
+        return
+    key = "config key 'train.parallel': fsdp"
+    if cfg.train.dtype == "fp16":
+        raise ConfigError(f"{key} does not take train.dtype=fp16 (its loss scaler is not shard-aware; use bf16)")
+    if command != "finetune":
+        return
+    for name in strategy_entries(cfg.strategy.name):
+        if name in FSDP_REFUSED:
+            raise ConfigError(f"{key} cannot run strategy '{name}': {FSDP_REFUSED[name]} (use train.parallel=ddp)")
+    if cfg.eval.generate:
+        raise ConfigError(f"{key} cannot decode during training (eval.generate runs on rank 0 alone); "
+                          "evaluate the saved model afterwards")
 
 
 def _check_folders(cfg: RunConfig) -> None:
@@ -82,9 +107,21 @@ def _check_pretrain(cfg: RunConfig) -> None:
     check_sources(cfg.data.corpus, cfg.data.format, cfg.data.doc_sep)
     for path in cfg.data.exclude:  # a bad task file fails now, not after the tokenizer
         load_task_file(path)
+    if cfg.vocab.add > 0 and cfg.init == "scratch":
+        raise ConfigError("config key 'vocab.add' grows a pretrained model's vocabulary: set init to a run folder")
+    _check_vocab(cfg)
     if _trains_tokenizer(cfg):
         check_vocab_size(cfg.tokenizer.vocab_size)
     _check_scratch_shape(cfg, cfg.train.seq_len, "train.seq_len")
+
+
+def _check_vocab(cfg: RunConfig) -> None:
+    """vocab.add and vocab.extend_from come together, and the files exist."""
+    if cfg.vocab.add > 0 and not cfg.vocab.extend_from:
+        raise ConfigError("config key 'vocab.extend_from' is empty but vocab.add > 0: name target-side files")
+    if cfg.vocab.extend_from and cfg.vocab.add == 0:
+        raise ConfigError("config key 'vocab.extend_from' is set, but vocab.add is 0: no token would be added")
+    check_sources(cfg.vocab.extend_from, cfg.data.format, cfg.data.doc_sep)
 
 
 def _check_finetune(cfg: RunConfig) -> None:
@@ -92,11 +129,7 @@ def _check_finetune(cfg: RunConfig) -> None:
         raise UserError("no task given: pass --task TASK.yaml")
     check_task_config(cfg.task)
     strategy_entries(cfg.strategy.name)
-    if cfg.vocab.add > 0 and not cfg.vocab.extend_from:
-        raise ConfigError("config key 'vocab.extend_from' is empty but vocab.add > 0: name target-side files")
-    if cfg.vocab.extend_from and cfg.vocab.add == 0:
-        raise ConfigError("config key 'vocab.extend_from' is set, but vocab.add is 0: no token would be added")
-    check_sources(cfg.vocab.extend_from, cfg.data.format, cfg.data.doc_sep)
+    _check_vocab(cfg)
     if _trains_tokenizer(cfg):
         check_vocab_size(cfg.tokenizer.vocab_size)
     # [bos] prompt [sep] target(+eos): the longest sequence the encoder can produce

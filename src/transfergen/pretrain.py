@@ -1,5 +1,9 @@
 """Pretraining (or continued pretraining) of a causal LM on a general corpus.
 
+`init: RUN` continues from a pretrained folder (domain- or task-adaptive pretraining): its
+weights and its tokenizer, optionally grown by `vocab.add` tokens learned from
+`vocab.extend_from` (`vocab.py`, the machinery fine-tuning uses), on a fresh schedule.
+
 Wires config -> tokenizer -> token cache -> model -> the one training loop. Under
 torchrun, rank 0 trains the tokenizer and builds the cache while the other ranks
 wait, then every rank memory-maps the same files.
@@ -20,7 +24,7 @@ from .distributed import DistInfo, barrier
 from .errors import UserError
 from .hub import load_model
 from .preflight import check_run
-from .session import build_initial_model, check_length, resolve_tokenizer, session
+from .session import build_initial_model, check_length, extend_vocab, resolve_tokenizer, session
 from .train import train
 
 
@@ -57,6 +61,8 @@ def run_pretrain(cfg: RunConfig) -> dict:
     check_run(cfg, "pretrain")  # every value, name, file and folder, before any work
     with session(cfg) as s:
         tok = resolve_tokenizer(cfg, s.run_dir, s.info, docs=lambda: corpus_docs(cfg))
+        model = build_initial_model(cfg, tok)  # --init RUN: its weights, and its tokenizer above
+        tok, model = extend_vocab(cfg, tok, model, s)  # before the cache: the corpus is encoded with the new tokens
         cache = Path(cfg.data.cache_dir or s.run_dir / "data")
         if s.info.is_main:  # rank 0 tokenizes; the others then map its cache
             splits = prepare_corpus(cfg.data, tok, cache)
@@ -66,10 +72,9 @@ def run_pretrain(cfg: RunConfig) -> dict:
         if splits.n_excluded_docs and s.info.is_main:
             print(f"[transfergen] data.exclude: left out {splits.n_excluded_docs} documents sharing a 13-word "
                   f"span with the val/test text of {', '.join(cfg.data.exclude)}", flush=True)
-        model = build_initial_model(cfg, tok)
         check_length(model, cfg.train.seq_len, "train.seq_len")
         if s.last_checkpoint is not None:
-            model.load_state_dict(load_model(s.last_checkpoint).state_dict())
+            model.load_state_dict(load_model(s.last_checkpoint, dtype=None).state_dict())
         t = cfg.train
         batches = BlockBatches(splits.train, t.seq_len, t.batch_size, t.seed, s.info)
         val = val_batches(splits.val, t.seq_len, t.batch_size, t.eval_batches)

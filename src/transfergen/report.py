@@ -94,6 +94,14 @@ def _verdict(doc: Doc, by_size: dict[str, list[str]]) -> None:
         doc.md([f"- {line}" for line in lines])
 
 
+def _starts(cfg: StudyConfig, out: Path) -> str:
+    if not cfg.bases:
+        return str(pretrained_dir(cfg, out))
+    first = next(iter(cfg.bases))
+    return "the study's bases under " + str(Path(out) / "bases") + " (" + ", ".join(
+        f"{a['name']}: {a.get('base') or first}" for a in cfg.arms) + ")"
+
+
 def _intro(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], n_planned: int) -> None:
     from .data.tasks import load_task_file
 
@@ -101,7 +109,7 @@ def _intro(doc: Doc, cfg: StudyConfig, out: Path, results: list[RunResult], n_pl
     r0 = results[0].run.cfg if results else None
     doc.h(1, f"Study: {cfg.name}")
     doc.p(f"Task {task.name} ({task.source_lang} -> {task.target_lang}, metrics {', '.join(task.metrics)}); "
-          f"transfer arms start from {pretrained_dir(cfg, out)}. Arms: {', '.join(a['name'] for a in cfg.arms)}; "
+          f"transfer arms start from {_starts(cfg, out)}. Arms: {', '.join(a['name'] for a in cfg.arms)}; "
           f"training-set sizes: {', '.join(str(s or 'all') for s in cfg.sizes)}; seeds: {cfg.seeds}. "
           f"{len(results)} of {n_planned} runs finished.")
     if cfg.note:
@@ -224,6 +232,33 @@ def _domain(doc: Doc, out: Path) -> None:
     doc.md(format_domain(rep))
 
 
+def _bases(doc: Doc, out: Path, rows: list[dict], metric: str) -> None:
+    """Each base's cost and distance from the task (analysis/bases.json), and every arm against
+    the study's reference arm (analysis/vs_scratch.json)."""
+    bases = read_analysis(out, "bases")
+    if bases:
+        doc.h(2, "Bases: what each cost and how far its text is from the task")
+        doc.p("Text = the corpus of the base's own last stage (a selection, the task's text, or its corpus); "
+              "FLOPs total adds the base it continues. JSD: unigram Jensen-Shannon divergence of that text "
+              "and the task's training text (1,500 documents each); perplexities are the base model's.")
+        table = []
+        for name, b in bases.items():
+            c, d = b.get("cost") or {}, b.get("domain") or {}
+            text = b["text"] + (f" ({b['method']})" if b.get("method") else "")
+            table.append([name, b.get("init") or "-", text, _fmt(c.get("tokens")), _fmt(c.get("flops")),
+                          _fmt(c.get("total_flops")), _fmt(d.get("jsd"), 3), _fmt(d.get("token_coverage"), 3),
+                          _fmt(d.get("ppl_source"), 1), _fmt(d.get("ppl_target"), 1)])
+        doc.table(["base", "continues", "text", "tokens", "FLOPs", "FLOPs total", "JSD vs task",
+                   "target tokens covered", "ppl own text", "ppl task text"], table)
+    vs = [(r, r["vs_reference"]) for r in rows if "vs_reference" in r]
+    if vs:
+        doc.h(2, f"Against {vs[0][1]['against']}")
+        doc.table(["size", "arm", f"delta {metric}", "95% CI", "p", "per-seed deltas"],
+                  [[r["train_examples"] or r["size"], r["arm"], f"{v['delta']:+.2f}",
+                    f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]", f"{v['p']:.3f}",
+                    ", ".join(f"{x:+.2f}" for x in v.get("seed_deltas") or [])] for r, v in vs])
+
+
 def _attention(doc: Doc, results: list[RunResult], fig_dir: Path) -> None:
     """The attention maps the first transfer run wrote: the pretrained model's and its own."""
     found = next((r.run.dir / "attention.json" for r in results if (r.run.dir / "attention.json").is_file()), None)
@@ -282,6 +317,7 @@ def write_report(cfg: StudyConfig, out: str | Path, failed: list[str] | None = N
         _curves(doc, results, arms, metric, sizes, fig_dir)
         _scores(doc, rows, results, arms, metric, base, fig_dir)
         _domain(doc, out)
+        _bases(doc, out, rows, metric)
         _layers(doc, results, arms, fig_dir)
         _attention(doc, results, fig_dir)
         _samples(doc, results, base, cfg.samples)

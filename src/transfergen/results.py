@@ -77,6 +77,7 @@ def _spread(values: list[float]) -> dict:
 def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str) -> list[dict]:
     """One row per (size, arm): test metric spread, compute, and the speed-up against scratch."""
     pre, tests = read_analysis(out, "pretrain_cost"), read_analysis(out, "vs_scratch")
+    bases = read_analysis(out, "bases")
     groups: dict[tuple, list[RunResult]] = defaultdict(list)
     for r in results:
         groups[(r.run.size, r.arm)].append(r)
@@ -89,22 +90,32 @@ def summarize(cfg: StudyConfig, out: Path, results: list[RunResult], metric: str
                "test": _spread([r.done["test"].get(metric, float("nan")) for r in rs]),
                "test_ppl": statistics.fmean(r.done["test_ppl"] for r in rs),
                "trainable_params": rs[0].done.get("trainable_params"), "steps": rs[0].done["steps"],
-               "flops_target": flops, "flops_total": flops + (pre["flops"] if transfer and pre else 0.0),
+               "flops_target": flops, 
+               "flops_total": flops + (_inherited(cfg, rs[0].run, pre, bases) if transfer else 0.0),
                "train_s": statistics.fmean(r.done["train_s"] for r in rs), "transfer": transfer,
                "final_val_loss": statistics.fmean(r.curve[-1]["val_loss"] for r in rs if r.curve)}
         row.update(_speedups(rs, scratch, metric))
-        row.update(_paired(tests, arm, size))
+        row.update(_paired(tests, arm, size, scratch_arm(cfg)))
         rows.append(row)
     order = {a["name"]: i for i, a in enumerate(cfg.arms)}
     return sorted(rows, key=lambda r: (r["size"] is None, r["size"] or 0, order.get(r["arm"], 99)))
 
 
-def _paired(tests: dict | None, arm: str, size) -> dict:
-    """The row's paired-bootstrap comparisons: vs_scratch and vs_baseline, when computed."""
+def _inherited(cfg: StudyConfig, run: Run, pre: dict | None, bases: dict | None) -> float:
+    """The pretraining FLOPs a transfer run inherits: its base's, the chain it continues included."""
+    if cfg.bases:
+        cost = (bases or {}).get(run.arm.base or next(iter(cfg.bases)), {}).get("cost")
+        return cost["total_flops"] if cost else 0.0
+    return pre["flops"] if pre else 0.0
+
+
+def _paired(tests: dict | None, arm: str, size, scratch: str | None) -> dict:
+    """The row's paired-bootstrap comparisons: vs_scratch, vs_reference (the study's `reference`
+    arm) and vs_baseline, when computed."""
     out: dict = {}
     for c in (tests or {}).get("comparisons", []):
         if c["arm"] == arm and c["size"] == size:
-            key = "vs_baseline" if c.get("baseline") else "vs_scratch"
+            key = "vs_baseline" if c.get("baseline") else "vs_scratch" if c["against"] == scratch else "vs_reference"
             out[key] = {k: c[k] for k in ("against", "delta", "ci_low", "ci_high", "p", "n_items", "seeds",
                                          "seed_deltas")}
     return out

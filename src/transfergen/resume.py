@@ -32,10 +32,11 @@ from .io import write_text_atomic
 
 CONFIG_FILE = "run_config.yaml"
 # What a resume may change: the budget, the cadence of logs, evaluations and checkpoints,
-# how the same numbers are computed (threads, tokenizer processes, the cache's place) and
+# how the same numbers are computed (threads, activation recomputation, tokenizer processes, the cache's place) and
 # where they are reported (trackers).
 MAY_CHANGE = ("train.max_steps", "train.max_minutes", "train.log_every", "train.eval_every", "train.save_every",
-              "train.keep_checkpoints", "train.threads", "data.num_workers", "data.cache_dir", "train.report_to")
+              "train.keep_checkpoints", "train.threads",
+              "train.activation_checkpointing", "data.num_workers", "data.cache_dir", "train.report_to")
 # Not settings of the run: the folder is the run (however its path is spelled), and resume
 # is how it was called.
 NOT_COMPARED = ("out", "resume")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -136,7 +137,12 @@ def resolve_tokenizer(cfg: RunConfig, run_dir: Path, info: DistInfo,
 
 
 def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
-    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint."""
+    """Random weights from the preset (`init: scratch`) or a pretrained local checkpoint, read
+    in its own dtype with no second copy (`hub.load_model`); `model.like` copies that dtype too.
+
+    bf16 weights stay bf16 when the run trains in bf16 (half the memory, as large models need);
+    any other pairing trains fp32 weights, so that an fp32 run keeps full-precision updates
+    and fp16's loss scaler sees fp32 gradients. The scratch arm follows the same rule."""
     torch.manual_seed(cfg.train.seed)  # identical replicas on every rank
     if cfg.init == "scratch" and cfg.model.like:
         model = build_like(cfg.model.like, seed=cfg.train.seed)
@@ -144,8 +150,28 @@ def build_initial_model(cfg: RunConfig, tok: TextTokenizer) -> torch.nn.Module:
         shape = resolve_shape(cfg.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         model = build_model(shape, seed=cfg.train.seed)
     else:
-        model = load_model(cfg.init)
+        model = load_model(cfg.init, dtype=None)
+    if {p.dtype for p in model.parameters()} != {torch.bfloat16} or cfg.train.dtype != "bf16":
+        return model.float()  # a no-op for fp32 weights
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("[transfergen] weights kept in bf16, the checkpoint's dtype (train.dtype=bf16)", flush=True)
     return model
+
+
+def extend_vocab(cfg: RunConfig, tok: TextTokenizer, model: torch.nn.Module,
+                 s: Session) -> tuple[TextTokenizer, torch.nn.Module]:
+    """Grow tokenizer and embeddings per `vocab.*` (fine-tuning and continued pretraining alike);
+    the report goes to vocab_report.json. Deterministic, so a resume grows them identically."""
+    from .data.readers import iter_documents
+    from .vocab import extend_vocabulary
+
+    if cfg.vocab.add <= 0:
+        return tok, model
+    docs = list(iter_documents(cfg.vocab.extend_from, cfg.data.format, cfg.data.text_field, cfg.data.doc_sep))
+    tok, model, report = extend_vocabulary(tok, model, docs, cfg.vocab.add)
+    if s.info.is_main:
+        (s.run_dir / "vocab_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    return tok, model
 
 
 def check_length(model: torch.nn.Module, length: int, key: str) -> None:

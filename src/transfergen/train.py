@@ -9,7 +9,6 @@ logging and atomic checkpoints; it runs data-parallel under torchrun unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
@@ -28,10 +25,10 @@ from .errors import ConfigError
 from .distributed import DistInfo, any_rank_true, replica_divergence
 from .hooks import Hooks, ParamGroup, describe_groups
 from .io import MetricsLog
+from .loss import IGNORE_INDEX
 from .optim import apply_lr, build_optimizer, clip_gradients, default_param_groups, schedule_for
+from .parallel import Parallel
 from .precision import Precision, autocast, resolve_dtype
-
-IGNORE_INDEX = -100  # label value excluded from the loss (prompt tokens, padding)
 
 
 class BatchSource(Protocol):
@@ -40,11 +37,6 @@ class BatchSource(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled positions. logits (B,T,V), labels (B,T)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
@@ -60,9 +52,9 @@ def evaluate_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
-            logits = model(x)
+            loss = model(x, labels=y)  # the model's loss (loss.py), chunked: no fp32 (B,T,V) logits
         n = int((y != IGNORE_INDEX).sum())
-        total += float(lm_loss(logits, y)) * n
+        total += float(loss) * n
         count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -84,6 +76,7 @@ class _Run:
     metrics: MetricsLog
     state: dict[str, Any]
     precision: Precision
+    par: Parallel  # DDP replicas or FSDP2 shards: syncing, consolidating for checkpoints
 
     def flops_per_token(self, seq_len: int) -> float:
         """The model's training-FLOPs estimate (6 x parameters for a model without one), less
@@ -98,15 +91,16 @@ class _Run:
 
 def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGroup] | None, resume: bool,
            info: DistInfo, device: torch.device) -> _Run:
-    model.to(device)
     groups = groups if groups is not None else default_param_groups(model, cfg.lr, cfg.weight_decay)
-    optimizer = build_optimizer(groups, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}  # FSDP2 replaces the parameters: remap by name
+    par = Parallel(model, cfg.parallel, info, device, cfg.activation_checkpointing)
+    optimizer = build_optimizer(par.remap(groups, names), cfg)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "flops": 0.0, "elapsed_s": 0.0}
     last = ckpt.latest_checkpoint(run_dir) if resume else None
     ckpt.recover_best(run_dir)
     if last is not None:
         state, tensors = ckpt.load_training_state(last)
-        optimizer.load_state_dict(tensors["optimizer"])
+        par.load_optimizer_state(optimizer, tensors["optimizer"])
         ckpt.restore_rng(tensors)
         batches.load_state_dict(state["data"])
         _say(info, f"resumed from {last} at step {state['step']}")
@@ -114,8 +108,8 @@ def _setup(model, batches, cfg: TrainConfig, run_dir: Path, groups: list[ParamGr
     precision.load_state_dict(state.get("grad_scaler"))
     metrics = MetricsLog(run_dir, info.is_main, truncate_after=state["step"] if resume else None,
                          report_to=cfg.report_to)
-    wrapped = DDP(model) if info.enabled else model
-    return _Run(wrapped, model, optimizer, schedule_for(cfg), metrics, state, precision)
+    called = torch.compile(par.model) if cfg.compile else par.model  # par.raw still saves and evaluates
+    return _Run(called, par.raw, optimizer, schedule_for(cfg), metrics, state, precision, par)
 
 
 def _say(info: DistInfo, msg: str) -> None:
@@ -138,10 +132,9 @@ def _train_step(run: _Run, batches: BatchSource, cfg: TrainConfig, hooks: Hooks,
     for micro in range(cfg.grad_accum):
         x, y = batches.next_batch()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        # Only the last micro-batch all-reduces gradients; the others accumulate locally.
-        sync = micro == cfg.grad_accum - 1 or not isinstance(run.model, DDP)
-        with (contextlib.nullcontext() if sync else run.model.no_sync()), run.precision.autocast():
-            loss = lm_loss(run.model(x), y)
+        # Only the last micro-batch reduces gradients across ranks; the others accumulate locally.
+        with run.par.no_sync(micro == cfg.grad_accum - 1), run.precision.autocast():
+            loss = run.model(x, labels=y)  # loss.py: chunked cross-entropy inside the (wrapped) model
             for term in hooks.loss_terms:
                 loss = loss + term()
         run.precision.backward(loss / cfg.grad_accum)
@@ -159,21 +152,23 @@ def _save(run: _Run, run_dir: Path, tokenizer, batches: BatchSource, cfg: TrainC
           hooks: Hooks) -> None:
     run.state["data"] = batches.state_dict()
     run.state["grad_scaler"] = run.precision.state_dict()
+    model, optimizer_state = run.par.consolidated(), run.par.optimizer_state(run.optimizer)  # FSDP2: every rank
     if info.is_main:
-        ckpt.save_checkpoint(run_dir, run.state["step"], run.raw, tokenizer, run.optimizer,
+        ckpt.save_checkpoint(run_dir, run.state["step"], model, tokenizer, optimizer_state,
                              run.state, keep=cfg.keep_checkpoints, export=hooks.export, extra=hooks.save_extra)
 
 
 def _eval_and_log(run: _Run, val, cfg: TrainConfig, info: DistInfo, device, hooks: Hooks) -> dict:
     record = {"step": run.state["step"], "tokens": run.state["tokens"], "flops": run.state.get("flops", 0.0),
               "elapsed_s": round(run.state["elapsed_s"], 2)}
-    if val:
-        loss = evaluate_loss(run.raw, val, device, run.precision.dtype) if info.is_main else float("nan")
+    if val:  # FSDP2: every rank takes part in the forward; they all get the same loss
+        loss = evaluate_loss(run.raw, val, device, run.precision.dtype) if info.is_main or run.par.sharded \
+            else float("nan")
         record.update(val_loss=loss, val_ppl=math.exp(min(loss, 50.0)))
     if hooks.evaluate is not None and info.is_main:
         record.update(hooks.evaluate(run.raw))
         run.raw.train()
-    if info.enabled:
+    if info.enabled and not run.par.sharded:  # shards differ by design
         record["replica_divergence"] = replica_divergence(run.raw, info)
     run.metrics.write(record)
     run.state["last_val_loss"] = record.get("val_loss")
@@ -192,14 +187,16 @@ def _track_best(run: _Run, record: dict, cfg: TrainConfig, run_dir: Path, tokeni
                 hooks: Hooks, info: DistInfo) -> bool:
     """Save RUN/best/ when `best_metric` improves; True when patience has run out."""
     metric = cfg.best_metric
-    if metric is None or not info.is_main:
+    if metric is None or not (info.is_main or run.par.sharded):  # FSDP2: all ranks gather the best model
         return False
     if metric not in record:
         raise ConfigError(f"config key 'train.best_metric': '{metric}' is not among the evaluation "
                           f"numbers ({', '.join(k for k in record if k != 'step')})")
     best = run.state.get("best") or {}
     if _improved(metric, record[metric], best.get("value")):
-        ckpt.save_best(run_dir, run.raw, tokenizer, hooks.export, hooks.save_extra)
+        model = run.par.consolidated()
+        if info.is_main:
+            ckpt.save_best(run_dir, model, tokenizer, hooks.export, hooks.save_extra)
         run.state["best"] = {"metric": metric, "value": record[metric], "step": record["step"], "waited": 0}
         return False
     best["waited"] = best.get("waited", 0) + 1

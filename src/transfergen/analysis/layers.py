@@ -332,8 +332,10 @@ def _pad_batches(rows: list[list[int]], pad_id: int) -> tuple[list[torch.Tensor]
     return batches, masks
 
 
-def layer_report(pretrained_dir: str, finetuned_dir: str, texts: list[str], max_tokens: int = 128) -> dict:
-    """{"weight_change": [...], "cka": [...]} for two saved model folders, JSON-serialisable.
+def layer_report(pretrained_dir: str, finetuned_dir: str, texts: list[str], max_tokens: int = 128,
+                 device: torch.device | str | None = None) -> dict:
+    """{"weight_change": [...], "cka": [...]} for two saved model folders, JSON-serialisable,
+    computed on `device` (None: the CPU).
 
     Texts are encoded with the fine-tuned folder's tokenizer as [bos] + ids, cut to
     min(max_tokens, max_seq_len). Ids the pretrained model cannot embed (a grown
@@ -344,7 +346,7 @@ def layer_report(pretrained_dir: str, finetuned_dir: str, texts: list[str], max_
 
     if not texts:
         raise ValueError("layer_report: no texts")
-    pre, ft = load_model(pretrained_dir), load_model(finetuned_dir)
+    pre, ft = load_model(pretrained_dir, device=device), load_model(finetuned_dir, device=device)
     tok = TextTokenizer.load(finetuned_dir)
     limit = min(n for n in (max_tokens, pre.max_seq_len, ft.max_seq_len) if n is not None)
     if limit < 1:
@@ -359,3 +361,11 @@ def layer_report(pretrained_dir: str, finetuned_dir: str, texts: list[str], max_
         report["note"] = (f"{unknown} token(s) have ids beyond the pretrained model's {vocab} embeddings "
                           f"and were fed to it as pad")
     return report
+
+
+def format_layers(report: dict) -> list[str]:
+    """`layer_report`'s numbers as a Markdown table: layer, relative weight change, CKA."""
+    cka = {c["name"]: c["cka"] for c in report["cka"]}
+    return ["| layer | relative weight change | CKA |", "|---|---:|---:|",
+            *(f"| {w['name']} | {w['relative_change']:.4f} | {cka.get(w['name'], float('nan')):.3f} |"
+              for w in report["weight_change"])]

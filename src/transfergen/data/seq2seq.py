@@ -29,7 +29,7 @@ from ..tokenizer import TextTokenizer
 from .packing import IndexSampler
 from .tasks import Example
 
-IGNORE_INDEX = -100  # same value as train.IGNORE_INDEX (kept local: no torch-loop import)
+IGNORE_INDEX = -100  # same value as loss.IGNORE_INDEX (kept local: no torch import)
 log = logging.getLogger(__name__)
 
 

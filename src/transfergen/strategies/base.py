@@ -16,15 +16,12 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from ..config import StrategyConfig, TrainConfig
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 from ..hooks import Hooks, ParamGroup
+from ..model import block_list
 
 Entry = Callable[[nn.Module, StrategyConfig, "Plan"], None]
 STRATEGIES: dict[str, Entry] = {}
-
-# Where common causal LMs keep their stack of blocks (bottom to top). Matched as a
-# suffix, so HFCausalLM's `hf.` prefix and other wrappers need no entry of their own.
-BLOCK_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers")
 
 
 def register(name: str) -> Callable[[Entry], Entry]:
@@ -80,18 +77,9 @@ class Layout:
         return "head"
 
 
-def _find_blocks(model: nn.Module) -> str:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.endswith(BLOCK_LISTS):
-            return name
-    known = ", ".join(BLOCK_LISTS)
-    raise UserError(f"strategy: cannot find the transformer blocks of {type(model).__name__} "
-                    f"(looked for a module list named *{known})")
-
-
 def model_layout(model: nn.Module) -> Layout:
     """The Layout of TransferGenLM, HFCausalLM or a Llama/GPT-2/GPT-NeoX-like HF model."""
-    stack = _find_blocks(model)
+    stack = block_list(model)
     blocks = [f"{stack}.{i}" for i in range(len(model.get_submodule(stack)))]
     embed_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     embed, head = [], []

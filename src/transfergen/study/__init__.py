@@ -3,6 +3,7 @@
     config.py    StudyConfig and the plan: every run's resolved RunConfig, checked first
     pool.py      the runs, each in its own process (worker.py), resumable
     analysis.py  after the runs: trivial baseline, domain mismatch, pretraining cost (JSON)
+    jobs.py      the same as separate jobs for a scheduler (--emit-commands, --job ID)
     ../results.py, ../report.py   read those files and render them; no model is loaded
 
 Split by job so that the report, which reads files only, imports no torch.

@@ -5,7 +5,8 @@ bootstrap (`metrics.significance`) compares the arm's test outputs with scratch'
 by seed (seed s of the arm against seed s of scratch, the same test items), 1,000
 resamples of the test items shared by every seed pair. With several seeds the per-seed
 deltas are kept too, so the seed spread stays visible beside the test-set interval.
-The best arm per size is also compared with the trivial baseline's outputs.
+The best arm per size is also compared with the trivial baseline's outputs, and, when the
+study names a `reference` arm (e.g. general pretraining), every other arm with it too.
 
 Reads only what the runs wrote (test/predictions.jsonl) and analysis/baseline.json;
 writes analysis/vs_scratch.json for the report.
@@ -58,10 +59,14 @@ def compare_arms(cfg: StudyConfig, out: Path) -> dict:
     found = []
     for size in cfg.sizes:
         scratch = _finished(runs, ref, size) if ref else {}
+        other = cfg.reference  # e.g. general pretraining, against which selection and DAPT are judged
+        other_runs = _finished(runs, other, size) if other else {}
         for arm in dict.fromkeys(r.arm.name for r in runs):
             mine = _finished(runs, arm, size)
             if arm != ref and scratch and (res := compare(metric, lang, mine, scratch)):
                 found.append({"arm": arm, "size": size, "against": ref, "baseline": False, **res})
+            if arm not in (ref, other) and other_runs and (res := compare(metric, lang, mine, other_runs)):
+                found.append({"arm": arm, "size": size, "against": other, "baseline": False, **res})
             if base and base.get("outputs") and (res := compare(metric, lang, mine, base["outputs"])):
                 found.append({"arm": arm, "size": size, "against": base["label"], "baseline": True, **res})
     return {"metric": metric, "n_samples": N_SAMPLES, "comparisons": found}

@@ -47,6 +47,8 @@ class ArmConfig:
     strategy: dict = opt(doc="strategy.* for this arm", factory=dict)
     train: dict = opt(doc="train.* for this arm (not the step budget)", factory=dict)
     budget: str = opt("same", "same | matched (scratch: + the pretraining compute as extra steps)")
+    base: str = opt("", "the base (bases: NAME) it starts from, or whose tokenizer and shape scratch copies; "
+                        "default: the first")
 
 
 @dataclass
@@ -56,7 +58,11 @@ class StudyConfig:
     name: str = opt("study", "the report's title")
     task: str = opt("", "a task YAML")
     pretrained: str = opt("", "model folder the transfer arms start from")
-    pretrain: dict = opt(doc="or: a pretraining RunConfig, run into <out>/pretrain first", factory=dict)
+    pretrain: dict = opt(doc="or: a pretraining RunConfig, run into <out>/pretrain first (with bases: "
+                             "the keys every base shares)", factory=dict)
+    bases: dict = opt(doc="or: named bases the study builds, {NAME: {init, select, task_text, pretrain}} "
+                          "(study/bases.py)", factory=dict)
+    reference: str = opt("", "an arm every other arm is also compared with (paired bootstrap), beside scratch")
     base: dict = opt(doc="RunConfig keys every fine-tuning run shares, e.g. base.train.max_steps", factory=dict)
     arms: list[dict] = opt(doc="the arms: {name, init, strategy, train, budget} each", factory=list)
     sizes: list[int | None] = opt(doc="training-set sizes (null: all)", factory=lambda: [None],
@@ -113,16 +119,33 @@ def check_study(cfg: StudyConfig) -> None:
         raise ConfigError("study: 'task' is required (a task YAML)")
     if not cfg.arms:
         raise ConfigError("study: 'arms' is empty")
-    if bool(cfg.pretrained) == bool(cfg.pretrain):
-        raise ConfigError("study: give exactly one of 'pretrained' (a folder) and 'pretrain' (a run config)")
+    if cfg.bases and cfg.pretrained:
+        raise ConfigError("study: 'bases' replaces 'pretrained'; give one of them")
+    if not cfg.bases and bool(cfg.pretrained) == bool(cfg.pretrain):
+        raise ConfigError("study: give exactly one of 'pretrained' (a folder), 'pretrain' (a run config) and 'bases'")
     task = study_task(cfg)
     _check_metric(cfg.metric, task)
     missing = [s for s in cfg.seed_sizes if s not in cfg.sizes]
     if missing:
         raise ConfigError(f"config key 'seed_sizes': {missing[0]} is not one of the sizes {cfg.sizes}")
-    if cfg.pretrain:
+    if cfg.bases:
+        _check_bases(cfg)
+    elif cfg.pretrain:
         from_dict(RunConfig, merge(cfg.pretrain, {"out": "pretrain"}), prefix="pretrain.")
+    if cfg.reference and cfg.reference not in [a.get("name") for a in cfg.arms]:
+        raise ConfigError(f"config key 'reference': '{cfg.reference}' is not an arm")
     plan(cfg, Path("study-check"))  # every run's RunConfig resolved and range-checked; nothing written
+
+
+def _check_bases(cfg: StudyConfig) -> None:
+    """Every base's pretraining and selection config, resolved (nothing written)."""
+    from .bases import base_run_config, parse_bases, select_config
+
+    bases = parse_bases(cfg.bases)
+    for name, b in bases.items():
+        base_run_config(cfg.pretrain, name, bases, Path("study-check"))
+        if b.select:
+            select_config(b, cfg.task, prefix=f"bases.{name}.select.")
 
 
 def study_task(cfg: StudyConfig) -> TaskConfig:
@@ -158,6 +181,9 @@ def arms(cfg: StudyConfig) -> list[ArmConfig]:
             raise ConfigError(f"{where}: init must be 'pretrained' or 'scratch', got '{a.init}'")
         if a.budget not in ("same", "matched") or (a.budget == "matched" and a.init != "scratch"):
             raise ConfigError(f"{where}: budget must be 'same', or 'matched' for a scratch arm")
+        if a.base and a.base not in cfg.bases:
+            raise ConfigError(f"{where}: base '{a.base}' is not one of the study's bases "
+                              f"({', '.join(cfg.bases) or 'none: the study has no bases'})")
         if {"max_steps", "max_minutes"} & set(a.train):
             raise ConfigError(f"{where}: the step budget is shared (base.train.max_steps); "
                               f"use budget: matched for a compute-matched arm")
@@ -182,8 +208,18 @@ def analysis_file(out: Path, name: str) -> Path:
     return Path(out) / "analysis" / f"{name}.json"
 
 
-def pretrained_dir(cfg: StudyConfig, out: Path) -> Path:
-    return Path(cfg.pretrained) if cfg.pretrained else out / "pretrain"
+def pretrained_dir(cfg: StudyConfig, out: Path, base: str = "") -> Path:
+    """The model folder arms of `base` start from (default: the first base, or the one base)."""
+    if cfg.bases:
+        from .bases import base_dir
+
+        return base_dir(Path(out), base or next(iter(cfg.bases)))
+    return Path(cfg.pretrained) if cfg.pretrained else Path(out) / "pretrain"
+
+
+def arm_base(cfg: StudyConfig, arm: ArmConfig) -> str:
+    """The name of the base an arm uses ('' for a study with one base)."""
+    return (arm.base or next(iter(cfg.bases))) if cfg.bases else ""
 
 
 def plan(cfg: StudyConfig, out: Path) -> list[Run]:
@@ -191,7 +227,6 @@ def plan(cfg: StudyConfig, out: Path) -> list[Run]:
     task = to_dict(load_task_file(cfg.task))
     if cfg.pretrained and not Path(cfg.pretrained).is_dir():
         raise UserError(f"study: pretrained model folder '{cfg.pretrained}' not found")
-    pre = str(pretrained_dir(cfg, out).resolve())
     runs: list[Run] = []
     ordered = sorted(arms(cfg), key=lambda a: a.budget == "matched")  # validated once
     plain_scratch = scratch_arm(cfg)
@@ -199,6 +234,7 @@ def plan(cfg: StudyConfig, out: Path) -> list[Run]:
         seeds = cfg.seeds if not cfg.seed_sizes or size in cfg.seed_sizes else cfg.seeds[:1]
         for seed in seeds:
             for arm in ordered:
+                pre = str(pretrained_dir(cfg, out, arm.base).resolve())
                 rdir = out / "runs" / arm.name / f"n{size or 'all'}" / f"s{seed}"
                 runs.append(Run(arm, size, seed, rdir, _run_config(cfg, arm, task, pre, size, seed, rdir)))
                 if arm.budget == "matched" and plain_scratch is not None:

@@ -42,7 +42,8 @@ def _run_locked(run_dir: Path, cfg: RunConfig, job: dict) -> dict:
 
     state = run_finetune(cfg)
     t0 = time.perf_counter()
-    test = run_evaluate(str(run_dir), cfg.task, "test", str(run_dir / "test"), cfg.eval, limit=job["test_examples"])
+    test = run_evaluate(str(run_dir), cfg.task, "test", str(run_dir / "test"), cfg.eval, limit=job["test_examples"],
+                        device=cfg.train.device)  # decoded where the run trained
     scores = flatten({k: Score(**v) for k, v in test["scores"].items()})
     setup = next((rec for rec in read_metrics(run_dir) if rec.get("event") == "setup"), {})
     if cfg.init != "scratch":
@@ -61,10 +62,12 @@ def _compare_with_pretrained(pretrained: Path, run_dir: Path, cfg: RunConfig, jo
     """layers.json and attention.json, on the task's test sources (target inputs)."""
     from ..analysis.layers import layer_report
     from ..data.tasks import load_task
+    from ..distributed import resolve_device
 
     test = load_task(cfg.task).test
     texts = [ex.source for ex in test[:job["analysis_texts"]]]
-    write_json_atomic(run_dir / "layers.json", layer_report(str(pretrained), str(run_dir), texts))
+    device = resolve_device(cfg.train.device)
+    write_json_atomic(run_dir / "layers.json", layer_report(str(pretrained), str(run_dir), texts, device=device))
     attention = attention_maps(pretrained, run_dir, cfg, test[0].source, job["arm"])
     if attention is not None:
         write_json_atomic(run_dir / "attention.json", attention)
@@ -78,6 +81,7 @@ def attention_maps(pretrained: Path, run_dir: Path, cfg: RunConfig, source: str,
 
     from ..analysis.layers import attention_map
     from ..data.seq2seq import prompt_ids
+    from ..distributed import resolve_device
     from ..hub import load_model
     from ..model import TransferGenLM
     from ..tokenizer import TextTokenizer
@@ -86,7 +90,7 @@ def attention_maps(pretrained: Path, run_dir: Path, cfg: RunConfig, source: str,
     ids = prompt_ids(tok, cfg.task, source)[-ATTENTION_TOKENS:]
     maps = {}
     for name, folder in (("pretrained", pretrained), (arm, run_dir)):
-        model = load_model(folder)
+        model = load_model(folder, device=resolve_device(cfg.train.device))
         if not isinstance(model, TransferGenLM):
             return None
         probs = attention_map(model, torch.tensor([ids]), layer=-1, head=0)
