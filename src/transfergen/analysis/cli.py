@@ -43,6 +43,7 @@ def add_analyze_parser(sub) -> None:
 
 def _domain(args: argparse.Namespace, device: torch.device) -> dict:
     from .domain import domain_report, format_domain, load_corpus
+    from .remedy import suggest
 
     tok = model = None
     if args.model:
@@ -53,6 +54,9 @@ def _domain(args: argparse.Namespace, device: torch.device) -> dict:
     rep = domain_report(load_corpus(args.source, "source"), load_corpus(args.target, "target"),
                         lang=args.lang, tokenizer=tok, model=model)
     print("\n".join(format_domain(rep)))
+    rep["remedy"] = suggest(rep)  # empty when the mismatch is low
+    if rep["remedy"]:
+        print("\n" + "\n".join(rep["remedy"]))
     return rep
 
 
