@@ -32,7 +32,7 @@ PRETRAIN, ANALYSIS = "pretrain", "analysis"  # job ids besides the runs' (those 
 def waves(cfg: StudyConfig, out: Path) -> list[tuple[str, list[str]]]:
     """(title, job ids) per wave, in the order they must run; empty waves left out."""
     runs = plan(cfg, out)
-    found = [("pretraining (every base)", [PRETRAIN] if _has_pretraining(cfg) else []),
+    found = [("pretraining", [PRETRAIN] if _has_pretraining(cfg) else []),
              ("runs", [r.id for r in runs if r.after is None]),
              ("compute-matched runs, each after its scratch partner", [r.id for r in runs if r.after]),
              ("analysis", [ANALYSIS])]
