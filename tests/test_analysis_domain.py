@@ -134,3 +134,26 @@ def test_load_corpus_files_and_task(tmp_path):
     (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
     with pytest.raises(UserError, match="source corpus"):
         load_corpus(str(tmp_path / "empty.txt"), side="source")
+
+
+def test_remedy_silent_when_the_mismatch_is_low():
+    from transfergen.analysis.remedy import suggest
+    assert suggest(domain_report(SOURCE, SOURCE)) == []  # jsd 0
+    assert suggest({"jsd": 0.349}) == []
+
+
+def test_remedy_cites_the_report_and_the_studies_when_high():
+    from transfergen.analysis.remedy import EVIDENCE, suggest
+    r = domain_report(["alpha beta gamma"] * 3, ["delta epsilon"] * 4)  # disjoint: jsd 1.0
+    r.update(ppl_source=50.0, ppl_target=400.0)
+    lines = suggest(r)
+    assert lines[0].startswith("Mismatch is high: the unigram Jensen-Shannon divergence is 1.00 bits")
+    assert "0% of target word tokens" in lines[0] and "(400) is 8.0x" in lines[0]
+    assert "transfergen select" in lines[1]
+    text = "\n".join(lines)
+    m, t = EVIDENCE["multi30k"], EVIDENCE["tatoeba"]
+    assert f"{m['selected'][0]:+.2f} chrF (95% CI {m['selected'][1]:+.2f} to {m['selected'][2]:+.2f})" in text
+    assert f"{t['tapt'][0]:+.2f} chrF" in text and "from 0.51 to 0.18" in text
+    # a perplexity ratio under 1.5x is not called out
+    r.update(ppl_target=60.0)
+    assert "perplexity" not in suggest(r)[0]
