@@ -34,3 +34,11 @@ def test_demo_runs_reports_and_resumes(tmp_path, capsys):
     # re-running skips every finished run and prints the report again
     assert main(["demo", *flags]) == 0
     assert "3 already finished" in capsys.readouterr().out
+
+
+def test_demo_pins_fp32_so_scores_do_not_depend_on_the_cpu(tmp_path):
+    from transfergen.demo import demo_study
+    cfg = demo_study(tmp_path / "d", {})
+    assert cfg.pretrain["train"]["dtype"] == "fp32" and cfg.base["train"]["dtype"] == "fp32"
+    cfg = demo_study(tmp_path / "d", {"base": {"train": {"dtype": "bf16"}}})  # --base.train.dtype=bf16
+    assert cfg.base["train"]["dtype"] == "bf16" and cfg.base["train"]["max_steps"] == 200
