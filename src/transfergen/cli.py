@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 def _keys_help(cls: type, sections: tuple[str, ...] | None = None,
                title: str = "config keys (--section.key=value, or the same keys in a --config YAML)") -> dict:
     """Parser arguments that end `--help` with every config key, its default and its help."""
-    from .config import flag_help
+    from .cliflags import flag_help
 
     return {"formatter_class": argparse.RawDescriptionHelpFormatter,
             "epilog": f"{title}; defaults shown:\n" + "\n".join(flag_help(cls, sections))}
@@ -207,7 +207,7 @@ def _done(state: dict, out: str) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace, rest: list[str]) -> int:
-    from .config import check_sections
+    from .cliflags import check_sections
     from .pretrain import run_pretrain
 
     cfg = _run_config(args, rest, {"data": {"corpus": args.corpus}} if args.corpus else {})

@@ -14,12 +14,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Union
 
 import yaml
 
-from .checks import above, at_least, check_field, describe, each, nonempty, one_of, within
+from .checks import above, at_least, check_field, each, nonempty, one_of, within
 from .errors import ConfigError
 from .io import write_text_atomic
 
@@ -180,7 +180,7 @@ class StrategyConfig:
         chosen = {n.strip() for n in self.name.split("+")}
         for f in dataclasses.fields(self):
             owner = f.metadata.get("strategy")
-            if owner and owner not in chosen and getattr(self, f.name) != _default(f):
+            if owner and owner not in chosen and getattr(self, f.name) != field_default(f):
                 raise ConfigError(f"config key 'strategy.{f.name}' is an option of strategy '{owner}', "
                                   f"which strategy.name '{self.name}' does not select")
 
@@ -224,7 +224,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
     """A field's default value (calling its factory)."""
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
@@ -382,41 +382,6 @@ def build_config(cls: type = RunConfig, files: list[str] | None = None,
         data = merge(data, loaded)
     data = merge(data, overrides or {})
     return from_dict(cls, data)
-
-
-def _flag_value(value: Any) -> str:
-    """A default as it would be typed after `--key=` (YAML flow style)."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-
-def flag_help(cls: type, sections: Sequence[str] | None = None, prefix: str = "") -> list[str]:
-    """`--section.key=DEFAULT  help` for every field of `cls` (or of `sections` of it),
-    nested dataclasses expanded: the `--help` of the commands that take these flags."""
-    hints, rows = typing.get_type_hints(cls), []
-    for f in dataclasses.fields(cls):
-        if sections is not None and f.name not in sections:
-            continue
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += flag_help(hints[f.name], None, f"{prefix}{f.name}.")
-            continue
-        owner, doc = f.metadata.get("strategy"), f.metadata.get("help", "") + describe(f.metadata.get("check"))
-        rows.append(f"  --{prefix}{f.name}={_flag_value(_default(f))}".ljust(40) + "  "
-                    + (f"[{owner}] {doc}" if owner else doc))
-    return rows
-
-
-def check_sections(cfg: Any, used: Sequence[str], command: str) -> None:
-    """Refuse a section a command ignores when anything in it differs from the defaults
-    (e.g. `--strategy.*` given to pretrain), naming the first such key."""
-    for f in dataclasses.fields(cfg):
-        if f.name in used:
-            continue
-        given, default = getattr(cfg, f.name), _default(f)
-        if given != default:
-            keys = [k for k in to_dict(given) if to_dict(given)[k] != to_dict(default)[k]] \
-                if dataclasses.is_dataclass(given) else [""]
-            key = f"{f.name}.{keys[0]}" if keys[0] else f.name
-            raise ConfigError(f"config key '{key}' is set, but {command} does not use {f.name}")
 
 
 def save_yaml(cfg: Any, path: str | Path, **extra: Any) -> None:
