@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from transfergen.config import DataConfig
-from transfergen.data.packing import (BlockSampler, get_batch, prepare_corpus, token_dtype,
-                                      val_batches)
+from transfergen.data.packing import prepare_corpus, token_dtype
+from transfergen.data.sampling import BlockSampler, get_batch, val_batches
 from transfergen.errors import UserError
 from transfergen.tokenizer import TextTokenizer
 

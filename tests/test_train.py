@@ -141,7 +141,8 @@ def test_best_checkpoint_and_early_stopping(corpus, tmp_path):
     from transfergen.pretrain import BlockBatches, corpus_docs
     from transfergen.session import build_initial_model, resolve_tokenizer
     from transfergen.train import train
-    from transfergen.data.packing import prepare_corpus, val_batches
+    from transfergen.data.packing import prepare_corpus
+    from transfergen.data.sampling import val_batches
     from transfergen.distributed import DistInfo
 
     cfg = tiny_config(corpus, tmp_path / "run", train={"max_steps": 40, "eval_every": 5, "best_metric": "score",

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data.packing import BlockSampler, get_batch, prepare_corpus, pretraining_documents, val_batches
+from .data.packing import prepare_corpus, pretraining_documents
+from .data.sampling import BlockSampler, get_batch, val_batches
 from .distributed import DistInfo, barrier
 from .errors import UserError
 from .hub import load_model

@@ -26,7 +26,7 @@ import torch
 from ..config import TaskConfig
 from ..errors import UserError
 from ..tokenizer import TextTokenizer
-from .packing import IndexSampler
+from .sampling import IndexSampler
 from .tasks import Example
 
 IGNORE_INDEX = -100  # same value as loss.IGNORE_INDEX (kept local: no torch import)
