@@ -9,6 +9,7 @@ import pytest
 
 from transfergen.analysis.domain import (STOPWORDS_EN, STOPWORDS_ZH, docs_perplexity, domain_report,
                                          format_domain, load_corpus)
+from transfergen.analysis.remedy import EVIDENCE, suggest
 from transfergen.config import ModelConfig
 from transfergen.errors import UserError
 from transfergen.model import build_model, resolve_shape
@@ -137,13 +138,11 @@ def test_load_corpus_files_and_task(tmp_path):
 
 
 def test_remedy_silent_when_the_mismatch_is_low():
-    from transfergen.analysis.remedy import suggest
     assert suggest(domain_report(SOURCE, SOURCE)) == []  # jsd 0
     assert suggest({"jsd": 0.349}) == []
 
 
 def test_remedy_cites_the_report_and_the_studies_when_high():
-    from transfergen.analysis.remedy import EVIDENCE, suggest
     r = domain_report(["alpha beta gamma"] * 3, ["delta epsilon"] * 4)  # disjoint: jsd 1.0
     r.update(ppl_source=50.0, ppl_target=400.0)
     lines = suggest(r)
