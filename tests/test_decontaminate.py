@@ -23,6 +23,16 @@ def test_a_shared_13_word_span_is_contamination_and_12_words_are_not():
     assert len(ngrams(HELD)) == len(words) - 12
 
 
+def test_a_short_held_out_text_counts_whole_from_8_words():
+    """A one-sentence lead of 8 words has no 13-gram: the document must hold all of it."""
+    lead = "Romania's president says the country is in crisis"  # 8 words, 9 tokens ("romania", "s", ...)
+    held = held_out_ngrams([lead, "Trump signs order"])  # 3 words: no evidence, dropped
+    assert held.lengths == {9}
+    assert is_contaminated("BUCHAREST - " + lead + ", after protests.", held)
+    assert not is_contaminated("Romania's president says the country is fine.", held)
+    assert not is_contaminated("Trump signs order on Friday after a long day of talks in the house.", held)
+
+
 def test_pretraining_leaves_out_the_tasks_test_articles(tmp_path):
     """A corpus of 40 articles; the task's test and val sources are the openings of 8 of them."""
     articles = [f"article {i} begins here with words that are its own " + " ".join(f"w{i}x{k}" for k in range(30))

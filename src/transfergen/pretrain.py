@@ -72,7 +72,8 @@ def run_pretrain(cfg: RunConfig) -> dict:
             splits = prepare_corpus(cfg.data, tok, cache)
         if splits.n_excluded_docs and s.info.is_main:
             print(f"[transfergen] data.exclude: left out {splits.n_excluded_docs} documents sharing a 13-word "
-                  f"span with the val/test text of {', '.join(cfg.data.exclude)}", flush=True)
+                  "span (or a whole 8-12-word text) with the val/test text of "
+                  f"{', '.join(cfg.data.exclude)}", flush=True)
         check_length(model, cfg.train.seq_len, "train.seq_len")
         if s.last_checkpoint is not None:
             model.load_state_dict(load_model(s.last_checkpoint, dtype=None).state_dict())

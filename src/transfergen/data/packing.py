@@ -43,7 +43,7 @@ from ..config import DataConfig
 from ..errors import UserError, write_problem
 from ..folders import FolderLock, ensure_out_dir, remove_stale
 from ..tokenizer import TextTokenizer, encode_texts, load_backend
-from .decontaminate import Decontaminated, digest, held_out_ngrams, held_out_texts
+from .decontaminate import Decontaminated, HeldOut, digest, held_out_ngrams, held_out_texts
 from .packaged import corpus_file
 from .readers import iter_documents
 
@@ -200,8 +200,8 @@ def pretraining_documents(data: DataConfig) -> Decontaminated:
     """The corpus' documents minus those sharing text with `data.exclude` tasks' val/test
     splits (the tokenizer and the token cache both read exactly these)."""
     docs = iter_documents(data.corpus, data.format, data.text_field, data.doc_sep)
-    grams = held_out_ngrams(held_out_texts(tuple(data.exclude))) if data.exclude else set()
-    return Decontaminated(docs, grams)
+    held = held_out_ngrams(held_out_texts(tuple(data.exclude))) if data.exclude else HeldOut()
+    return Decontaminated(docs, held)
 
 
 def _write_streams(data: DataConfig, tokenizer: TextTokenizer, dtype: np.dtype,
