@@ -57,7 +57,7 @@ STUDY = {
         # been", "-old-old-old") to max_new_tokens, and test ROUGE-1 halves (measured: scratch
         # 5.70 -> 11.11, full 7.35 -> 13.97). The block counts the title as history
         # (transformers' semantics), so a lead may reuse the title's words and pairs, not its 3-grams.
-        "eval": {"generate": True, "examples": 60, "max_new_tokens": 40, "no_repeat_ngram_size": 3},
+        "eval": {"generate": True, "examples": 30, "max_new_tokens": 40, "no_repeat_ngram_size": 3},
     },
     "arms": [
         {"name": "scratch", "init": "scratch"},
