@@ -176,7 +176,7 @@ def test_findings_separate_real_gaps_from_seed_noise():
     assert "lora is better than scratch by 0.40 bleu (within seed noise)" in lines[1]
     assert lines[2].endswith("Arms above it: full.")
     one = findings([_row("scratch", 10.0, 0.0, 1, False), _row("full", 30.0, 0.0, 1)], "bleu", None, "scratch")
-    assert "one seed: not separable from noise" in one[0] and "floor" not in " ".join(one)
+    assert "one seed: training noise not measured" in one[0] and "floor" not in " ".join(one)
     low = findings([_row("scratch", 0.8, 0.0, 1, False), _row("full", 0.6, 0.0, 1)], "bleu", None, "scratch")
     assert "at the metric's floor" in low[-1]
     big = [dict(r, size=500, train_examples=500) for r in (_row("scratch", 10.0, 0.0, 1, False),

@@ -55,7 +55,7 @@ def _seed_verdict(r: dict, s: dict, gap: float, rows: list[dict], scratch: dict)
             where = f"n={other['train_examples']}"
             return (f"one seed; likely real: twice the seed std at {where} is {noise:.2f}" if abs(gap) > noise
                     else f"one seed; within the seed noise seen at {where} ({noise:.2f})")
-    return "one seed: not separable from noise"
+    return "one seed: training noise not measured; the verdict's interval covers the test sample only"
 
 
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "cider": "CIDEr-D", "rouge": "ROUGE-L", "rouge1": "ROUGE-1",
