@@ -198,7 +198,7 @@ _TITLES = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Gov|Sen|Rep|Gen|Lt|Col|Sgt|C
 def first_sentence(text: str) -> str:
     """The text up to its first sentence end (the whole text when it has none)."""
     for end in _SENTENCE_END.finditer(text):
-        if not _TITLES.search(text[:end.start()]):
+        if not _TITLES.search(text, 0, end.start()):  # "$" matches at endpos
             return text[:end.end()]
     return text
 

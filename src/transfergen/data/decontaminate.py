@@ -39,12 +39,16 @@ class HeldOut:
         return bool(self.grams)
 
 
-def ngrams(text: str, n: int = NGRAM) -> set[int]:
-    """Hashes of the word n-grams of `text`; a text of SHORT to n - 1 words gives its whole span."""
-    toks = _tokens(text)
+def _spans(toks: list[str], n: int) -> set[int]:
+    """Hashed n-grams of a token list; SHORT to n - 1 tokens give their whole span."""
     if len(toks) < n:
         return {hash(tuple(toks))} if len(toks) >= SHORT else set()
     return {hash(tuple(toks[i:i + n])) for i in range(len(toks) - n + 1)}
+
+
+def ngrams(text: str, n: int = NGRAM) -> set[int]:
+    """Hashes of the word n-grams of `text`; a text of SHORT to n - 1 words gives its whole span."""
+    return _spans(_tokens(text), n)
 
 
 @functools.cache
@@ -62,18 +66,20 @@ def held_out_texts(task_files: tuple[str, ...]) -> list[str]:
 
 
 def digest(texts: list[str]) -> str:
-    """A stable fingerprint of the held-out texts (Python's own hash is salted per process)."""
-    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    """A stable fingerprint of the held-out texts and of the matching rule (a token cache
+    built under another rule left out other documents); Python's own hash is salted."""
+    rule = f"ngram={NGRAM} short={SHORT}\n"
+    return hashlib.sha256((rule + "\n".join(texts)).encode("utf-8")).hexdigest()
 
 
 def held_out_ngrams(texts: Iterable[str], n: int = NGRAM) -> HeldOut:
     """The spans of the held-out texts (hashed; used within one process only)."""
     held = HeldOut()
-    for text in texts:
-        grams = ngrams(text, n)
+    for toks in map(_tokens, texts):
+        grams = _spans(toks, n)
         if grams:
             held.grams |= grams
-            held.lengths.add(min(n, len(_tokens(text))))
+            held.lengths.add(min(n, len(toks)))
     return held
 
 
